@@ -1,0 +1,29 @@
+# Two entry points for a fresh machine (see README): `make repro` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: env repro test lint bench
+
+# The environment: a virtualenv with the package (editable) and its test/export extras.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,export]'
+	touch $@
+
+env: $(VENV)/.installed
+
+# The main job: the whole pipeline on the synthetic default, then the summary so far.
+repro: env
+	$(VENV)/bin/dvc repro
+	$(VENV)/bin/dvc metrics show
+
+test: env
+	$(PY) -m pytest -q
+
+lint: env
+	$(VENV)/bin/ruff check reid stages tests bench
+
+bench: env
+	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done

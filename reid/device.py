@@ -1,0 +1,15 @@
+"""Device policy: CUDA when present, CPU otherwise — the same code path on both."""
+
+from __future__ import annotations
+
+import torch
+
+
+def default_device(requested: str = "auto") -> torch.device:
+    """`auto` -> cuda if available else cpu; otherwise the named device (errors if CUDA is asked for but absent)."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={requested!r} was requested but CUDA is not available")
+    return device
