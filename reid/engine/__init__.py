@@ -1,0 +1,1 @@
+"""Training engine (SPEC §9)."""

@@ -1,0 +1,1 @@
+"""reID models (SPEC §8)."""
