@@ -1,0 +1,32 @@
+"""Stage `prepare`: dataset folder -> data/manifest.parquet + data/rejects.txt (SPEC §4).
+
+Run as ``python -m stages.prepare``; reads the ``prepare`` section of params.yaml.
+rejects.txt is always written (empty when nothing was skipped) so the output set is fixed.
+"""
+
+from __future__ import annotations
+
+from reid.data.datasets import load_dataset
+from reid.data.manifest import PrepareConfig, build_manifest, split_counts, write_manifest, write_rejects
+from stages.common import load_config
+
+MANIFEST = "data/manifest.parquet"
+REJECTS = "data/rejects.txt"
+
+
+def main() -> None:
+    cfg = load_config(PrepareConfig, "prepare")
+    root = cfg.dataset_root
+    skip = cfg.on_bad_image == "skip"
+    rejects = [] if skip else None  # wrongly named files: skipped into rejects, or one error
+    records = load_dataset(cfg.dataset, root, seed=cfg.split_seed, rejects=rejects)
+    table, bad_images = build_manifest(records, root, on_bad_image=cfg.on_bad_image, num_workers=cfg.num_workers)
+    all_rejects = (rejects or []) + bad_images
+    write_manifest(MANIFEST, table, dataset=cfg.dataset, root=root)
+    write_rejects(REJECTS, all_rejects)
+    counts = ", ".join(f"{k} {v}" for k, v in split_counts(table).items())
+    print(f"prepare: {cfg.dataset} at {root}: {counts}; {len(all_rejects)} rejected -> {MANIFEST}, {REJECTS}")
+
+
+if __name__ == "__main__":
+    main()
