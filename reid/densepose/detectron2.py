@@ -1,0 +1,157 @@
+"""Real DensePose (detectron2, R50-FPN chart model) as an IUV backend (SPEC §5).
+
+detectron2 and DensePose are imported only when this backend is built. They are not on PyPI;
+install them after torch, without build isolation (their setup.py imports torch)::
+
+    pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'
+    pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git#subdirectory=projects/DensePose'
+
+and download, by hand, the config ``densepose_rcnn_R_50_FPN_s1x.yaml`` (with its ``Base-*.yaml``)
+and the weights ``model_final_162be9.pkl`` from the DensePose model zoo. Nothing is downloaded at
+run time. (CPU-only torch builds fall back to a CPU extension; CUDA is used when present.)
+
+The conversion of a chart predictor output to a crop-sized IUV image is ours, in plain torch,
+and reproduces DensePose's (``densepose/converters/chart_output_to_chart_result.py``,
+``segm_to_mask.py``, ``base.make_int_box``):
+
+* box XYXY -> XYWH in float, then each of x, y, w, h truncated to int (``Tensor.long()``),
+  w and h at least 1;
+* coarse and fine segmentation resized bilinearly (align_corners=False) to (h, w) and argmaxed;
+  labels = fine * (coarse > 0);
+* U and V resized the same way and read from each pixel's label channel (0 on background);
+* pasted at ``canvas[y:y+h, x:x+w]``, clipped at the crop border.
+
+One deliberate difference: U, V are clamped to [0, 1] and *rounded* to bytes (SPEC §2 IUV
+convention, as reid.parts.encode_iuv); DensePose's own quantisation truncates (``.byte()``),
+so bytes can differ by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from reid.densepose.base import IUVResult
+
+INSTALL_HINT = (
+    "the detectron2 DensePose backend needs detectron2 and DensePose, which are not on PyPI: "
+    "install torch first, then `pip install --no-build-isolation "
+    "'git+https://github.com/facebookresearch/detectron2.git'` and `pip install --no-build-isolation "
+    "'git+https://github.com/facebookresearch/detectron2.git#subdirectory=projects/DensePose'`"
+)
+
+
+def int_box_xywh(box_xyxy: torch.Tensor) -> tuple[int, int, int, int]:
+    """DensePose's integer box: XYXY -> XYWH in the box's float dtype, truncated; w, h >= 1."""
+    xywh = box_xyxy.detach().clone().reshape(4)
+    xywh[2:] -= xywh[:2]
+    x, y, w, h = xywh.long().tolist()
+    return x, y, max(w, 1), max(h, 1)
+
+
+def chart_to_box_iuv(
+    coarse_segm: torch.Tensor, fine_segm: torch.Tensor, u: torch.Tensor, v: torch.Tensor, h: int, w: int
+) -> torch.Tensor:
+    """uint8 [h, w, 3] IUV of one instance from its chart outputs [2|K, S, S], [25, S, S] x3."""
+    def resize(t: torch.Tensor) -> torch.Tensor:
+        t = t if t.is_floating_point() else t.float()
+        return F.interpolate(t[None], (h, w), mode="bilinear", align_corners=False)[0]
+
+    coarse = resize(coarse_segm).argmax(dim=0)
+    labels = resize(fine_segm).argmax(dim=0) * (coarse > 0).long()
+    uv = torch.stack([resize(u).gather(0, labels[None])[0], resize(v).gather(0, labels[None])[0]])
+    uv = torch.where(labels[None] > 0, uv.clamp(0.0, 1.0), torch.zeros_like(uv))
+    return torch.cat([labels[None].to(torch.uint8), (uv * 255.0).round().to(torch.uint8)]).permute(1, 2, 0)
+
+
+def paste_box(box_iuv: torch.Tensor, x: int, y: int, image_hw: tuple[int, int]) -> torch.Tensor:
+    """A crop-sized uint8 [H, W, 3] canvas (background 0) with `box_iuv` at (x, y), clipped at the border."""
+    height, width = image_hw
+    canvas = torch.zeros((height, width, 3), dtype=torch.uint8, device=box_iuv.device)
+    h, w = box_iuv.shape[:2]
+    y0, x0 = max(y, 0), max(x, 0)
+    y1, x1 = min(y + h, height), min(x + w, width)
+    if y1 > y0 and x1 > x0:
+        canvas[y0:y1, x0:x1] = box_iuv[y0 - y:y1 - y, x0 - x:x1 - x]
+    return canvas
+
+
+def chart_output_to_iuv(
+    coarse_segm: torch.Tensor, fine_segm: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+    box_xyxy: torch.Tensor, image_hw: tuple[int, int],
+) -> torch.Tensor:
+    """Crop-sized uint8 [H, W, 3] IUV of one instance (chart outputs [C, S, S], its box in XYXY pixels)."""
+    x, y, w, h = int_box_xywh(box_xyxy)
+    return paste_box(chart_to_box_iuv(coarse_segm, fine_segm, u, v, h, w), x, y, image_hw)
+
+
+def best_instance(scores: torch.Tensor, score_threshold: float) -> int | None:
+    """Index of the highest-scoring instance with score >= threshold (first on ties), or None."""
+    if scores.numel() == 0:
+        return None
+    best = int(torch.argmax(scores))
+    return best if float(scores[best]) >= score_threshold else None
+
+
+def instances_to_result(instances: Any, image_hw: tuple[int, int], score_threshold: float) -> IUVResult:
+    """IUVResult of the best person in detectron2 `Instances` (scores, pred_boxes, pred_densepose)."""
+    best = best_instance(instances.scores, score_threshold)
+    if best is None:
+        return IUVResult(np.zeros((*image_hw, 3), np.uint8), False)
+    dp = instances.pred_densepose
+    iuv = chart_output_to_iuv(dp.coarse_segm[best], dp.fine_segm[best], dp.u[best], dp.v[best],
+                              instances.pred_boxes.tensor[best], image_hw)
+    return IUVResult(iuv.cpu().numpy(), True)
+
+
+class Detectron2Estimator:
+    """DensePose R-CNN through detectron2's DefaultPredictor, run on batches of crops."""
+
+    def __init__(self, config_path: str | Path, weights_path: str | Path, device: torch.device,
+                 score_threshold: float = 0.8, batch_size: int = 8):
+        for name, path in (("densepose.detectron2.config", config_path), ("densepose.detectron2.weights", weights_path)):
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"{name}: file not found: {path}")
+        try:
+            from densepose import add_densepose_config
+            from detectron2.config import get_cfg
+            from detectron2.engine import DefaultPredictor
+        except ImportError as err:
+            raise ImportError(f"{INSTALL_HINT} ({err})") from err
+        cfg = get_cfg()
+        add_densepose_config(cfg)
+        cfg.merge_from_file(str(config_path))
+        cfg.MODEL.WEIGHTS = str(weights_path)
+        cfg.MODEL.DEVICE = str(device)  # detectron2 defaults to "cuda", which fails on CPU torch
+        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = score_threshold
+        cfg.freeze()
+        self.predictor = DefaultPredictor(cfg)
+        self.device = device
+        self.score_threshold = score_threshold
+        self.batch_size = batch_size
+
+    def predict(self, images: Sequence[np.ndarray], paths: Sequence[Path]) -> list[IUVResult]:
+        results: list[IUVResult] = []
+        for start in range(0, len(images), self.batch_size):
+            batch = images[start:start + self.batch_size]
+            outputs = self._forward([np.ascontiguousarray(im[..., ::-1]) for im in batch])  # model wants BGR
+            results += [instances_to_result(out["instances"], im.shape[:2], self.score_threshold)
+                        for out, im in zip(outputs, batch, strict=True)]
+        return results
+
+    @torch.no_grad()
+    def _forward(self, bgr_images: list[np.ndarray]) -> list[dict]:
+        # DefaultPredictor.__call__ for a list: same test-time resize and input format, one model call.
+        p = self.predictor
+        inputs = []
+        for bgr in bgr_images:
+            image = bgr[:, :, ::-1] if p.input_format == "RGB" else bgr
+            h, w = image.shape[:2]
+            tensor = torch.as_tensor(p.aug.get_transform(image).apply_image(image).astype("float32").transpose(2, 0, 1))
+            inputs.append({"image": tensor.to(self.device), "height": h, "width": w})
+        return p.model(inputs)
