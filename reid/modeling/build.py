@@ -1,0 +1,82 @@
+"""Model construction: `ModelConfig` (the ``model`` params section) and `build_model`.
+
+Every reID model follows one interface, which the training engine and the evaluation rely on::
+
+    class <Model>(nn.Module):
+        inputs: tuple[str, ...]    # batch keys the TRAINING forward needs besides "image"/"label" (dsa: ("dsap",))
+        feature_dim: int           # size of forward_features' output
+        def forward_features(self, image: Tensor) -> Tensor
+            # [B, feature_dim] retrieval embedding (raw, not normalised); runs only inference modules
+        def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]
+            # training outputs (features and logits)
+        def losses(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]
+            # named, already-weighted loss terms; the engine sums them
+        def inference_model(self) -> nn.Module
+            # a submodule (shared weights, not a copy) holding ONLY what forward_features needs;
+            # its forward(image) == its forward_features(image) == the model's forward_features(image),
+            # and it has the same feature_dim. Export, feature extraction and FLOP counts use it.
+
+Batch keys: "image" float [B, 3, H, W] ImageNet-normalised; "label" long [B] contiguous train labels;
+"dsap" float [B, 24, 3, S, S] normalised the same way (dsa only).
+
+Models (SPEC §8): "baseline" (reid.modeling.baseline), "baseline2b" and "dsa" (reid.modeling.dsa).
+The dsa model also has `forward_fused_features(image, dsap)` -> [z_G, z_L], the "two streams fused" variant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import nn
+
+MODEL_NAMES = ("baseline", "baseline2b", "dsa")
+
+
+@dataclass
+class ModelConfig:
+    backbone: Literal["resnet18", "resnet50"] = "resnet50"
+    pretrained: str | None = "hub"  # a torchvision state-dict path, "hub" (torch hub cache if present), or null
+    last_stride: int = 1            # 1 = last spatial down-sampling removed (backbone layer4 and conv5 heads)
+    width_mult: float = 1.0         # DSAG-Stream branch widths (32, 64, 64, 128) x width_mult; heads unaffected
+    dsap_size: int = 32             # S of the DSAP images the dsa model expects
+    id_head_hidden: int = 512       # hidden width of each two-FC ID classifier
+    label_smoothing: float = 0.1
+    triplet_margin: float = 0.3
+    id_weight: float = 1.0          # ID loss on the retrieval/fused features (baseline feature, z_G, z_L)
+    mf_id_weight: float = 0.5       # ID loss on f_G and each f_L,i (baseline2b, dsa)
+    triplet_weight: float = 1.5     # batch-hard triplet on the retrieval/fused features
+
+    def validate(self) -> None:
+        if self.last_stride not in (1, 2):
+            raise ValueError(f"last_stride must be 1 or 2, got {self.last_stride}")
+        if not 0.0 < self.width_mult <= 4.0:
+            raise ValueError(f"width_mult must lie in (0, 4], got {self.width_mult}")
+        if self.dsap_size < 4:
+            raise ValueError(f"dsap_size must be >= 4, got {self.dsap_size}")
+        if self.id_head_hidden < 1:
+            raise ValueError(f"id_head_hidden must be >= 1, got {self.id_head_hidden}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}")
+        if self.triplet_margin < 0:
+            raise ValueError(f"triplet_margin must be >= 0, got {self.triplet_margin}")
+        for name in ("id_weight", "mf_id_weight", "triplet_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+def build_model(name: str, num_classes: int, cfg: ModelConfig) -> nn.Module:
+    """The reID model `name` with ID classifiers over `num_classes` training identities."""
+    from reid.modeling.baseline import Baseline
+    from reid.modeling.dsa import DSAReID
+
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2 (training identities), got {num_classes}")
+    cfg.validate()
+    if name == "baseline":
+        return Baseline(num_classes, cfg)
+    if name == "baseline2b":
+        return DSAReID(num_classes, cfg, with_dsag=False)
+    if name == "dsa":
+        return DSAReID(num_classes, cfg, with_dsag=True)
+    raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
