@@ -1,0 +1,310 @@
+"""The synthetic reID world and its exports: a Market-1501-layout folder and a PIT-layout folder.
+
+Every random draw comes from a numpy Generator seeded by (seed, stream, ...indices), so the same
+config gives identical bytes whatever the order or subset of work, and the PIT world (its own
+stream) never shares an identity with the reID world.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from reid.io import encode_png, encode_raw, write_json_atomic
+from reid.synth.body import Body, sample_body, sample_pose
+from reid.synth.camera import Camera, apply_camera, capture, clutter, detection_view, sample_cameras
+from reid.synth.render import View
+from reid.synth.texture import Outfit, make_atlas, sample_outfit, sibling
+
+# Seed streams: one per kind of draw.
+S_PEOPLE, S_ATLAS, S_PLAN, S_IMAGE, S_CAMERAS, S_FRAMES, S_DISTRACT, S_JUNK, S_PIT = range(1, 10)
+SPLIT_CODE = {"train": 0, "test": 1}
+MARKET_NAME = re.compile(r"^(-1|\d{4})_c(\d)s1_(\d{6})_(\d{2})$")
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng([seed, *keys])
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """The Market-layout world (params: synthesize.world)."""
+
+    seed: int = 0
+    n_train: int = 100
+    n_test: int = 100
+    n_cameras: int = 6
+    cameras_per_identity: tuple[int, int] = (2, 4)  # min, max cameras an identity walks past
+    images_per_identity: int = 8
+    n_distractors: int = 120  # pid 0000 gallery crops: strangers and empty boxes
+    n_junk: int = 60  # pid -1 gallery crops: badly cut-off people, mostly background
+    size: tuple[int, int] = (128, 64)  # crop H, W
+    tile: int = 32  # atlas tile size T
+    hard_negative_rate: float = 0.4  # chance each new identity is a one-detail sibling of the previous one
+    occlusion: float = 0.1
+    cut_off: float = 0.06
+    jpeg_quality: int = 95
+
+    def validate(self) -> None:
+        lo, hi = self.cameras_per_identity
+        checks = [
+            (self.n_train >= 1, "n_train must be >= 1"),
+            (self.n_test >= 1, "n_test must be >= 1"),
+            (self.n_train + self.n_test <= 9999, "n_train + n_test must be <= 9999 (4-digit pids)"),
+            (2 <= self.n_cameras <= 9, "n_cameras must be in 2..9 (one-digit Market camera ids)"),
+            (2 <= lo <= hi <= self.n_cameras, "cameras_per_identity must satisfy 2 <= min <= max <= n_cameras"),
+            (self.images_per_identity >= 2 * hi,
+             "images_per_identity must be >= 2 * cameras_per_identity max (a query and a gallery image per camera)"),
+            (self.n_distractors >= 0 and self.n_junk >= 0, "n_distractors and n_junk must be >= 0"),
+            (self.size[0] >= 32 and self.size[1] >= 16, "size must be at least (32, 16)"),
+            (self.tile >= 4, "tile must be >= 4"),
+            (0 <= self.hard_negative_rate < 1, "hard_negative_rate must be in [0, 1)"),
+            (0 <= self.occlusion <= 1 and 0 <= self.cut_off <= 1, "occlusion and cut_off must be in [0, 1]"),
+            (1 <= self.jpeg_quality <= 100, "jpeg_quality must be in 1..100"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class PitConfig:
+    """The Paired-Image-Texture world (params: synthesize.pit)."""
+
+    seed: int = 0
+    n_textures: int = 60
+    poses_per_texture: int = 10
+    size: tuple[int, int] = (128, 64)
+    tile: int = 32
+    n_cameras: int = 4  # imaging conditions to vary over
+
+    def validate(self) -> None:
+        if self.n_textures < 1 or self.poses_per_texture < 1:
+            raise ValueError("n_textures and poses_per_texture must be >= 1")
+        if self.size[0] < 32 or self.size[1] < 16:
+            raise ValueError("size must be at least (32, 16)")
+        if self.tile < 4:
+            raise ValueError("tile must be >= 4")
+        if self.n_cameras < 1:
+            raise ValueError("n_cameras must be >= 1")
+
+
+@dataclass(frozen=True)
+class Person:
+    pid: int
+    split: str
+    family: int  # identities of one family differ in one detail (hard negatives)
+    outfit: Outfit
+    body: Body
+    gait: float
+
+
+def make_people(cfg: WorldConfig) -> list[Person]:
+    """Train identities get pids 1..n_train, test identities the next n_test; families never straddle splits."""
+    people: list[Person] = []
+    family = 0
+    for split, n in (("train", cfg.n_train), ("test", cfg.n_test)):
+        rng = _rng(cfg.seed, S_PEOPLE, SPLIT_CODE[split])
+        members: list[Person] = []
+        while len(members) < n:
+            outfit = sample_outfit(rng)
+            while True:
+                members.append(Person(len(people) + len(members) + 1, split, family, outfit, sample_body(rng),
+                                      float(rng.uniform(0.7, 1.2))))
+                if len(members) >= n or rng.random() >= cfg.hard_negative_rate:
+                    break
+                outfit = sibling(outfit, rng)
+            family += 1
+        people += members
+    return people
+
+
+@dataclass
+class Shot:
+    """One exported crop before it gets its file name."""
+
+    pid: int
+    cam: int  # 0-based
+    folder: str
+    rgb: np.ndarray
+    iuv: np.ndarray
+    box: int = 1
+
+
+def _person_shots(person: Person, atlas: np.ndarray, cams: list[Camera], cfg: WorldConfig) -> list[Shot]:
+    """The person's crops: a short walking track in each of a few cameras."""
+    plan = _rng(cfg.seed, S_PLAN, person.pid)
+    lo, hi = cfg.cameras_per_identity
+    chosen = sorted(plan.choice(cfg.n_cameras, int(plan.integers(lo, hi + 1)), replace=False).tolist())
+    counts = np.full(len(chosen), 2)
+    counts += np.bincount(plan.integers(0, len(chosen), cfg.images_per_identity - counts.sum()),
+                          minlength=len(chosen))
+    shots = []
+    for cam, count in zip(chosen, counts, strict=True):
+        camera = cams[cam]
+        heading = camera.azimuth + 180.0 * (plan.random() < 0.5) + plan.normal(0, camera.spread)
+        phase0 = plan.uniform(0, 2 * np.pi)
+        query = int(plan.integers(count)) if person.split == "test" else -1
+        for i in range(int(count)):
+            rng = _rng(cfg.seed, S_IMAGE, person.pid, cam, i)
+            pose = dataclasses.replace(sample_pose(rng, person.body, person.gait), phase=float(phase0 + 1.1 * i))
+            view = detection_view(heading + rng.normal(0, 8), camera, rng, cfg.cut_off)
+            rgb, iuv = capture(atlas, pose, view, camera, cfg.size, rng, cfg.occlusion)
+            folder = "bounding_box_train" if person.split == "train" else ("query" if i == query else
+                                                                           "bounding_box_test")
+            shots.append(Shot(person.pid, cam, folder, rgb, iuv))
+    return shots
+
+
+def _stranger_shot(cfg: WorldConfig, cams: list[Camera], stream: int, index: int) -> Shot:
+    """A distractor (pid 0: a stranger or an empty box) or a junk crop (pid -1: a badly cut-off person)."""
+    rng = _rng(cfg.seed, stream, index)
+    cam = int(rng.integers(cfg.n_cameras))
+    camera = cams[cam]
+    atlas = make_atlas(sample_outfit(rng), cfg.tile, rng)
+    pose = sample_pose(rng, sample_body(rng))
+    azimuth = rng.uniform(0, 360)
+    if stream == S_DISTRACT:
+        if rng.random() < 0.25:  # an empty detection: background only
+            bg = clutter(cfg.size, rng)
+            return Shot(0, cam, "bounding_box_test", apply_camera(bg, camera, rng), np.zeros_like(bg),
+                        int(rng.integers(1, 5)))
+        view = detection_view(azimuth, camera, rng, cfg.cut_off)
+        pid = 0
+    else:
+        # Far too tight (only a torso or legs) or far too loose and off-centre (mostly background).
+        if rng.random() < 0.5:
+            view = View(azimuth=azimuth, elevation=camera.elevation, fill=float(rng.uniform(1.8, 2.8)),
+                        dy=float(rng.choice([-1, 1]) * rng.uniform(0.3, 0.6)))
+        else:
+            view = View(azimuth=azimuth, elevation=camera.elevation, fill=float(rng.uniform(0.25, 0.45)),
+                        dx=float(rng.choice([-1, 1]) * rng.uniform(0.3, 0.45)))
+        pid = -1
+    rgb, iuv = capture(atlas, pose, view, camera, cfg.size, rng, cfg.occlusion)
+    return Shot(pid, cam, "bounding_box_test", rgb, iuv, int(rng.integers(1, 5)))
+
+
+def market_name(pid: int, cam: int, frame: int, box: int) -> str:
+    """Market-1501 stem `PPPP_cCs1_FFFFFF_NN` (pid -1 written as `-1`; cam 0-based in, 1-based out)."""
+    return f"{'-1' if pid == -1 else f'{pid:04d}'}_c{cam + 1}s1_{frame:06d}_{box:02d}"
+
+
+def _replace_folder(out_dir: Path, build: Callable[[Path], None]) -> None:
+    """Build into `<out>.tmp` (a stale one is deleted first), then swap it in, so a killed run
+    leaves either the old folder or the new one, never half of one."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    old = out_dir.with_name(out_dir.name + ".old")
+    for stale in (tmp, old):
+        if stale.exists():
+            shutil.rmtree(stale)
+    tmp.mkdir(parents=True)
+    try:
+        build(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _write(path: Path, data: bytes) -> None:
+    # Plain writes: the whole folder is built under <out>.tmp and swapped in at once.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def export_market(out_dir: str | os.PathLike, cfg: WorldConfig, *, progress: bool = True) -> dict:
+    """Write the Market-1501-layout world to `out_dir` (replacing it); returns the file counts."""
+    cfg.validate()
+    cams = sample_cameras(cfg.n_cameras, _rng(cfg.seed, S_CAMERAS))
+    people = make_people(cfg)
+    counts: dict[str, int] = {}
+
+    def build(root: Path) -> None:
+        frames = np.zeros(cfg.n_cameras, dtype=np.int64)
+        frame_rng = _rng(cfg.seed, S_FRAMES)
+        jobs = [("person", p) for p in people] + [("distractor", i) for i in range(cfg.n_distractors)] + \
+               [("junk", i) for i in range(cfg.n_junk)]
+        for kind, item in tqdm(jobs, desc="market world", disable=not progress, mininterval=2.0):
+            if kind == "person":
+                atlas = make_atlas(item.outfit, cfg.tile, _rng(cfg.seed, S_ATLAS, item.pid))
+                _write(root / "textures" / f"{item.pid:04d}.png", encode_png(atlas))
+                shots = _person_shots(item, atlas, cams, cfg)
+            else:
+                shots = [_stranger_shot(cfg, cams, S_DISTRACT if kind == "distractor" else S_JUNK, item)]
+            for shot in shots:
+                frames[shot.cam] += int(frame_rng.integers(5, 60))
+                stem = market_name(shot.pid, shot.cam, int(frames[shot.cam]), shot.box)
+                _write(root / shot.folder / f"{stem}.jpg", _jpeg(shot.rgb, cfg.jpeg_quality))
+                _write(root / "gt_iuv" / shot.folder / f"{stem}.png", encode_raw(shot.iuv))
+                key = {0: "distractors", -1: "junk"}.get(shot.pid, shot.folder)
+                counts[key] = counts.get(key, 0) + 1
+        write_json_atomic(root / "world.json", {
+            "kind": "reid.synth market world",
+            "seed": cfg.seed,
+            "config": dataclasses.asdict(cfg),
+            "counts": counts,
+            "cameras": [dataclasses.asdict(c) for c in cams],
+            "identities": [{"pid": p.pid, "split": p.split, "family": p.family, "gait": p.gait,
+                            "body": dataclasses.asdict(p.body), "outfit": dataclasses.asdict(p.outfit)}
+                           for p in people],
+        })
+
+    _replace_folder(Path(out_dir), build)
+    return counts
+
+
+def pit_stem(texture: int, pose: int) -> str:
+    return f"pit{texture:05d}_{pose:02d}"
+
+
+def export_pit(out_dir: str | os.PathLike, cfg: PitConfig, *, progress: bool = True) -> dict:
+    """Write the PIT-layout world (images/, textures/, gt_iuv/ paired by stem) to `out_dir`."""
+    cfg.validate()
+    cams = sample_cameras(cfg.n_cameras, _rng(cfg.seed, S_PIT, 0))
+
+    def build(root: Path) -> None:
+        for t in tqdm(range(cfg.n_textures), desc="PIT world", disable=not progress, mininterval=2.0):
+            rng = _rng(cfg.seed, S_PIT, 1, t)
+            atlas = make_atlas(sample_outfit(rng), cfg.tile, rng)
+            body, gait = sample_body(rng), float(rng.uniform(0.7, 1.2))
+            atlas_png = encode_png(atlas)
+            for k in range(cfg.poses_per_texture):
+                shot_rng = _rng(cfg.seed, S_PIT, 2, t, k)
+                camera = cams[int(shot_rng.integers(cfg.n_cameras))]
+                view = View(azimuth=float(shot_rng.uniform(0, 360)), elevation=float(shot_rng.uniform(0, 25)),
+                            fill=float(shot_rng.uniform(0.82, 0.95)), dx=float(shot_rng.normal(0, 0.03)),
+                            dy=float(shot_rng.normal(0, 0.02)))
+                pose = sample_pose(shot_rng, body, gait)
+                rgb, iuv = capture(atlas, pose, view, camera, cfg.size, shot_rng, occlusion=0.0)
+                stem = pit_stem(t, k)
+                _write(root / "images" / f"{stem}.png", encode_png(rgb))
+                _write(root / "textures" / f"{stem}.png", atlas_png)
+                _write(root / "gt_iuv" / f"{stem}.png", encode_raw(iuv))
+        write_json_atomic(root / "pit.json", {"kind": "reid.synth PIT world", "seed": cfg.seed,
+                                              "config": dataclasses.asdict(cfg),
+                                              "pairs": cfg.n_textures * cfg.poses_per_texture})
+
+    _replace_folder(Path(out_dir), build)
+    return {"pairs": cfg.n_textures * cfg.poses_per_texture}
+
