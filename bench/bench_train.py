@@ -1,0 +1,145 @@
+"""Training-loop overhead: reid.engine.trainer.train vs a bare PyTorch loop on the same work.
+
+Same model, same dataset, P x K sampler, transforms and Adam; the bare loop has no checkpoint,
+no DVCLive, no progress bar, no per-epoch reseeding. Prints images/s of both and their ratio
+(target: ours >= 0.90 x bare, i.e. overhead <= 10 %), wall time including the per-epoch
+checkpoint, and on CPU the ratio of process CPU seconds (robust on a shared machine). Model: the resnet18 baseline at 128x64 when reid.modeling is present, else a
+small stand-in.
+
+    .venv/bin/python bench/bench_train.py [--epochs 2] [--batches 2] [--model auto|resnet18|standin]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from reid.data.samplers import PKSampler
+from reid.data.transforms import train_transform
+from reid.device import default_device
+from reid.engine.optim import build_optimizer
+from reid.engine.trainer import TrainConfig, train
+
+
+class MemoryDataset:
+    """Random uint8 crops held in memory, through the real train transform (no disk in the timing)."""
+
+    def __init__(self, n_ids: int, per_id: int, size: tuple[int, int]) -> None:
+        rng = np.random.default_rng(0)
+        self.images = rng.integers(0, 256, (n_ids * per_id, *size, 3), dtype=np.uint8)
+        self.labels = np.repeat(np.arange(n_ids), per_id)
+        self.transform = train_transform(size)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"image": self.transform(self.images[i]), "label": torch.tensor(self.labels[i])}
+
+
+class StandIn(nn.Module):
+    inputs: tuple[str, ...] = ()
+    feature_dim = 128
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU(),
+                                  nn.Conv2d(32, 64, 3, 2, 1), nn.BatchNorm2d(64), nn.ReLU(),
+                                  nn.Conv2d(64, 128, 3, 2, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(128, num_classes)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"logits": self.classifier(self.body(batch["image"]))}
+
+    def losses(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"id": F.cross_entropy(outputs["logits"], batch["label"])}
+
+
+def make_model(kind: str, num_classes: int) -> nn.Module:
+    torch.manual_seed(0)
+    if kind in ("auto", "resnet18"):
+        try:
+            from reid.modeling.build import ModelConfig, build_model
+        except ImportError:
+            if kind == "resnet18":
+                raise
+        else:
+            return build_model("baseline", num_classes, ModelConfig(backbone="resnet18", pretrained=None))
+    return StandIn(num_classes)
+
+
+def bare_loop(model: nn.Module, dataset: MemoryDataset, cfg: TrainConfig, device: torch.device) -> tuple[float, float]:
+    """(wall, process CPU) seconds for cfg.epochs x cfg.max_batches_per_epoch plain steps."""
+    model.to(device).train()
+    optimizer = build_optimizer(model, cfg)
+    sampler = PKSampler(dataset.labels, cfg.p, cfg.k, seed=cfg.seed)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers)
+    start, cpu = time.perf_counter(), time.process_time()
+    for epoch in range(cfg.epochs):
+        sampler.set_epoch(epoch)
+        for batch in itertools.islice(loader, cfg.max_batches_per_epoch):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            loss = sum(model.losses(model(batch), batch).values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="auto", choices=["auto", "resnet18", "standin"])
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=2, help="batches per epoch")
+    parser.add_argument("--p", type=int, default=4)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (order alternates); best of each is kept")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    size = (128, 64)
+    device = default_device(args.device)
+    n_ids = args.p * args.batches  # enough identities for `batches` full P x K batches per epoch
+    dataset = MemoryDataset(n_ids, args.k, size)
+    cfg = TrainConfig(epochs=args.epochs, p=args.p, k=args.k, height=size[0], width=size[1], num_workers=0,
+                      max_batches_per_epoch=args.batches, device=str(device), warmup_epochs=1)
+    images = args.epochs * args.batches * args.p * args.k
+    bare, bare_cpu, ours_wall, ours_loop, ours_cpu = [], [], [], [], []
+    for r in range(args.rounds):
+        for which in ("bare", "ours") if r % 2 == 0 else ("ours", "bare"):  # alternate: shared machines drift
+            model = make_model(args.model, n_ids)
+            if which == "bare":
+                wall, cpu = bare_loop(model, dataset, cfg, device)
+                bare.append(wall)
+                bare_cpu.append(cpu)
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                start, cpu = time.perf_counter(), time.process_time()
+                result = train(model, dataset, cfg, Path(tmp))
+                ours_wall.append(time.perf_counter() - start)
+                ours_cpu.append(time.process_time() - cpu)
+                ours_loop.append(result.train_time_s)
+    name = type(make_model(args.model, n_ids)).__name__
+    b, w, lp = min(bare), min(ours_wall), min(ours_loop)
+    print(f"bench_train: {name} {size[0]}x{size[1]}, batch {args.p}x{args.k}, {args.epochs} epochs x "
+          f"{args.batches} batches, {device}, best of {args.rounds}")
+    print(f"  bare loop            {images / b:8.1f} images/s")
+    print(f"  reid train (epochs)  {images / lp:8.1f} images/s   ratio {b / lp:.3f}  (loop only)")
+    print(f"  reid train (wall)    {images / w:8.1f} images/s   ratio {b / w:.3f}  "
+          f"(+ setup, checkpoint and DVCLive per epoch: {(w - lp) / args.epochs:.2f} s/epoch)")
+    if device.type == "cpu":  # CPU seconds of this process: far less sensitive to other jobs than wall time
+        print(f"  CPU-time ratio (whole train call incl. checkpoints) {min(bare_cpu) / min(ours_cpu):.3f}")
+
+
+if __name__ == "__main__":
+    main()

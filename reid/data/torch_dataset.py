@@ -1,0 +1,87 @@
+"""Torch datasets over the manifest (+ optional DSAP and texture caches), yielding dict samples.
+
+A sample is ``{"image", "label", "index"}`` plus ``"dsap"`` / ``"texture"`` when those caches
+are given. Cache bytes stay in their Arrow columns and are decoded per item (no copy of the
+whole cache per worker).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import Dataset
+
+from reid.data.manifest import read_manifest
+from reid.data.transforms import dsap_tensor, texture_tensor
+from reid.io import decode_png, parquet_metadata, read_image
+from reid.parts import N_PARTS
+
+
+def manifest_split(path: str | os.PathLike, splits: Sequence[str] | None = None) -> pa.Table:
+    """Manifest rows of `splits` (all when None) with `path` made usable: root / path (absolute stays)."""
+    table, root = read_manifest(path)
+    if splits is not None:
+        table = table.filter(pc.is_in(table["split"], pa.array(list(splits))))
+    paths = [str(root / p) for p in table["path"].to_pylist()]  # Path join keeps an absolute p as is
+    return table.set_column(table.column_names.index("path"), "path", pa.array(paths, pa.string()))
+
+
+def _cache_column(path: str | os.PathLike, column: str, image_ids: Sequence[str]) -> tuple[pa.Array, dict[str, str]]:
+    """`column` of a per-image cache, reordered to `image_ids`; errors name the file and a missing id."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"cache not found: {path}")
+    table = pq.read_table(path, columns=["image_id", column])
+    pos = pc.index_in(pa.array(list(image_ids), pa.string()), value_set=table["image_id"].cast(pa.string()))
+    if pos.null_count:
+        first = next(i for i, p in zip(image_ids, pos.to_pylist(), strict=True) if p is None)
+        raise ValueError(f"{path}: no {column} for {pos.null_count} image(s), e.g. image_id {first!r}")
+    return table[column].combine_chunks().take(pos), parquet_metadata(path)
+
+
+class ReidDataset(Dataset):
+    """Images of manifest rows (train: with augmentation) as dict samples for the engine."""
+
+    def __init__(self, manifest: pa.Table, transform: Callable[[np.ndarray], torch.Tensor], *,
+                 dsap_path: str | os.PathLike | None = None,
+                 texture_path: str | os.PathLike | None = None) -> None:
+        self.image_ids: list[str] = [str(i) for i in manifest["image_id"].to_pylist()]
+        self.paths: list[str] = manifest["path"].to_pylist()
+        # query/gallery rows have no train label: -1
+        self.labels = manifest["label"].fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        self.transform = transform
+        self.dsap: pa.Array | None = None
+        self.texture: pa.Array | None = None
+        if dsap_path is not None:
+            self.dsap, meta = _cache_column(dsap_path, "dsap", self.image_ids)
+            if "size" not in meta:
+                raise ValueError(f"{dsap_path}: schema metadata lacks 'size' (the DSAP image side S)")
+            self.dsap_size = int(meta["size"])
+            expected = N_PARTS * self.dsap_size ** 2 * 3
+            if self.dsap.type.byte_width != expected:
+                raise ValueError(f"{dsap_path}: dsap entries have {self.dsap.type.byte_width} bytes, "
+                                 f"expected 24*S*S*3 = {expected} for S={self.dsap_size}")
+        if texture_path is not None:
+            self.texture, _ = _cache_column(texture_path, "texture", self.image_ids)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        sample = {"image": self.transform(read_image(self.paths[index])),
+                  "label": torch.tensor(self.labels[index]),
+                  "index": torch.tensor(index)}
+        if self.dsap is not None:
+            s = self.dsap_size
+            raw = np.frombuffer(self.dsap[index].as_py(), dtype=np.uint8).reshape(N_PARTS, s, s, 3)
+            sample["dsap"] = dsap_tensor(raw)
+        if self.texture is not None:
+            sample["texture"] = texture_tensor(decode_png(self.texture[index].as_py()))
+        return sample

@@ -1,0 +1,56 @@
+"""Training checkpoints: tensors (and plain numbers) only, written atomically, loaded weights_only.
+
+One file, ``<dir>/last.pt``, replaced after every epoch. It carries a fingerprint of the run
+settings so that a checkpoint left by a run with other parameters (DVC keeps it: `persist`)
+is never resumed by mistake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reid.io import atomic_path
+
+CHECKPOINT_NAME = "last.pt"
+
+
+def checkpoint_file(directory: str | os.PathLike) -> Path:
+    return Path(directory) / CHECKPOINT_NAME
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write `state` atomically (temp file + rename), so a kill never leaves half a checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with ``weights_only=True``: a checkpoint can never run code."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # corrupt or foreign file: say which
+        raise ValueError(f"cannot load checkpoint {path}: {err}") from err
+
+
+def fingerprint(text: str) -> torch.Tensor:
+    """sha256 of `text` as a uint8 tensor (a string key kept tensor-only)."""
+    return torch.frombuffer(bytearray(hashlib.sha256(text.encode()).digest()), dtype=torch.uint8).clone()
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """torch CPU (and CUDA) generator states as uint8 tensors."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])

@@ -1,0 +1,44 @@
+"""Optimiser and LR schedule (DSA §4.2): Adam, wd 5e-4, linear warm-up, then x gamma every step_epochs."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+
+class OptimSettings(Protocol):
+    lr: float
+    weight_decay: float
+    amsgrad: bool
+    warmup_epochs: int
+    warmup_factor: float
+    step_epochs: int
+    gamma: float
+
+
+def build_optimizer(model: nn.Module, cfg: OptimSettings) -> torch.optim.Adam:
+    """Adam over all trainable parameters, one group (the paper applies decay everywhere)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad)
+
+
+def lr_factor(epoch: int, cfg: OptimSettings) -> float:
+    """Multiplier of the base lr during 0-based `epoch`.
+
+    Warm-up is per epoch, linear from `warmup_factor` (epoch 0: 8e-4 * 0.01 = 8e-6) to 1 at
+    `warmup_epochs`; decay is x `gamma` at every multiple of `step_epochs` (40, 80, ... as in
+    the SAN/BoT milestone lists), counted from epoch 0.
+    """
+    warm = 1.0
+    if epoch < cfg.warmup_epochs:
+        alpha = epoch / cfg.warmup_epochs
+        warm = cfg.warmup_factor * (1.0 - alpha) + alpha
+    return warm * cfg.gamma ** (epoch // cfg.step_epochs)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimSettings) -> LambdaLR:
+    """Per-epoch LambdaLR: call ``step()`` once after each epoch."""
+    return LambdaLR(optimizer, lambda epoch: lr_factor(epoch, cfg))

@@ -1,0 +1,53 @@
+"""ReidDataset: manifest paths (relative and absolute), labels, DSAP cache alignment and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from reid.data.torch_dataset import ReidDataset, manifest_split
+from reid.data.transforms import eval_transform
+from reid.io import write_image, write_parquet_atomic
+
+
+def write_data(tmp_path, s: int = 4):
+    rows = []
+    for i, split in enumerate(["train", "train", "query"]):
+        path = tmp_path / "ds" / f"{i}.png"
+        write_image(path, np.full((16, 8, 3), 40 * i, np.uint8))
+        rows.append({"image_id": f"img{i}", "split": split, "pid": i, "camid": 0,
+                     "path": str(path) if i == 1 else f"{i}.png",  # one absolute path
+                     "height": 16, "width": 8, "label": i if split == "train" else None})
+    write_parquet_atomic(tmp_path / "manifest.parquet", pa.Table.from_pylist(rows), {"root": str(tmp_path / "ds")})
+    # DSAP cache in another order than the manifest; entry k filled with value k
+    ids = ["img2", "img0", "img1"]
+    blobs = [bytes([int(i[-1])]) * (24 * s * s * 3) for i in ids]
+    dsap = pa.table({"image_id": ids, "dsap": pa.array(blobs, pa.binary(24 * s * s * 3)),
+                     "coverage": [0.5, 0.5, 0.5]})
+    write_parquet_atomic(tmp_path / "dsap.parquet", dsap, {"size": s})
+    return tmp_path / "manifest.parquet", tmp_path / "dsap.parquet"
+
+
+def test_samples_paths_labels_and_dsap(tmp_path) -> None:
+    manifest_path, dsap_path = write_data(tmp_path)
+    table = manifest_split(manifest_path)
+    ds = ReidDataset(table, eval_transform((16, 8)), dsap_path=dsap_path)
+    assert ds.labels.tolist() == [0, 1, -1]  # query rows carry no train label
+    for i in range(3):
+        sample = ds[i]
+        assert sample["image"].shape == (3, 16, 8) and int(sample["index"]) == i
+        assert sample["dsap"].shape == (24, 3, 4, 4)
+        raw = (sample["dsap"][0, 0, 0, 0] * 0.229 + 0.485) * 255
+        assert raw.item() == pytest.approx(i, abs=1e-3)  # aligned to the manifest row, not cache order
+    assert len(ReidDataset(manifest_split(manifest_path, ["train"]), eval_transform((16, 8)))) == 2
+    assert isinstance(ds[0]["label"], torch.Tensor)
+
+
+def test_missing_dsap_entry_names_the_image(tmp_path) -> None:
+    manifest_path, _ = write_data(tmp_path)
+    partial = pa.table({"image_id": ["img0"], "dsap": pa.array([b"\0" * 24 * 48], pa.binary(24 * 48))})
+    write_parquet_atomic(tmp_path / "partial.parquet", partial, {"size": 4})
+    with pytest.raises(ValueError, match="partial.parquet: no dsap for 2 image.*img1"):
+        ReidDataset(manifest_split(manifest_path), eval_transform((16, 8)), dsap_path=tmp_path / "partial.parquet")

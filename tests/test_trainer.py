@@ -1,0 +1,210 @@
+"""Engine tests with a tiny stand-in model that follows the model interface (no reid.modeling)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reid.config import ConfigError, from_mapping
+from reid.data.torch_dataset import ReidDataset, manifest_split
+from reid.data.transforms import train_transform
+from reid.engine.checkpoint import checkpoint_file, load_checkpoint
+from reid.engine.optim import build_optimizer, build_scheduler, lr_factor
+from reid.engine.trainer import TrainConfig, train
+from reid.io import write_image, write_parquet_atomic
+
+
+class TinyModel(nn.Module):
+    """Conv + BN + GAP embedding, linear classifier; ID (label-smoothed) + batch-hard triplet losses."""
+
+    inputs: tuple[str, ...] = ()
+    feature_dim = 16
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.Conv2d(8, self.feature_dim, 3, padding=1), nn.AdaptiveAvgPool2d(1),
+                                  nn.Flatten())
+        self.classifier = nn.Linear(self.feature_dim, num_classes)
+
+    def forward_features(self, image: torch.Tensor) -> torch.Tensor:
+        return self.body(image)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        feat = self.body(batch["image"])
+        return {"feat": feat, "logits": self.classifier(feat)}
+
+    def losses(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        labels = batch["label"]
+        dist = torch.cdist(outputs["feat"], outputs["feat"])
+        same = labels[:, None] == labels[None, :]
+        hardest_pos = (dist * same).max(1).values
+        hardest_neg = dist.masked_fill(same, float("inf")).min(1).values
+        return {"id": F.cross_entropy(outputs["logits"], labels, label_smoothing=0.1),
+                "triplet": F.relu(hardest_pos - hardest_neg + 0.3).mean()}
+
+    def inference_model(self) -> nn.Module:
+        return self
+
+
+def make_manifest(root, n_ids: int = 8, per_id: int = 3, size: tuple[int, int] = (24, 12)) -> pa.Table:
+    """Tiny identity-coloured PNG crops + a manifest with relative paths and `root` metadata."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for pid in range(n_ids):
+        colour = rng.integers(0, 256, 3)
+        for j in range(per_id):
+            image = np.clip(colour + rng.normal(0, 30, (*size, 3)), 0, 255).astype(np.uint8)
+            name = f"{pid:04d}_c{j}_{j:02d}.png"
+            write_image(root / "images" / name, image)
+            rows.append({"image_id": name[:-4], "split": "train", "pid": pid, "camid": j, "path": f"images/{name}",
+                         "height": size[0], "width": size[1], "label": pid})
+    table = pa.Table.from_pylist(rows)
+    write_parquet_atomic(root / "manifest.parquet", table, {"root": str(root)})
+    return manifest_split(root / "manifest.parquet", ["train"])
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    base = dict(epochs=4, p=4, k=2, lr=1e-2, warmup_epochs=2, step_epochs=3, height=16, width=8,
+                num_workers=0, seed=3, device="cpu")
+    return TrainConfig(**{**base, **overrides})
+
+
+def new_model(seed: int = 0) -> TinyModel:
+    torch.manual_seed(seed)
+    return TinyModel(num_classes=8)
+
+
+@pytest.fixture(autouse=True)
+def _outside_the_repo(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # DVCLive looks for a DVC repo from the working directory
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> ReidDataset:
+    manifest = make_manifest(tmp_path_factory.mktemp("data"))
+    return ReidDataset(manifest, train_transform((16, 8)))
+
+
+def test_lr_schedule_follows_the_paper() -> None:
+    cfg = TrainConfig()  # paper defaults: 8e-4, warm-up 20 epochs from x0.01, x0.5 every 40
+    model = nn.Linear(2, 2)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg)
+    lrs = []
+    for _ in range(130):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(8e-6)
+    assert lrs[10] == pytest.approx(8e-6 + (8e-4 - 8e-6) * 10 / 20)
+    assert lrs[20] == pytest.approx(8e-4) and lrs[39] == pytest.approx(8e-4)
+    assert lrs[40] == pytest.approx(4e-4) and lrs[79] == pytest.approx(4e-4)
+    assert lrs[80] == pytest.approx(2e-4) and lrs[120] == pytest.approx(1e-4)
+    assert lr_factor(319, cfg) == pytest.approx(0.5 ** 7)
+    assert opt.param_groups[0]["weight_decay"] == 5e-4 and isinstance(opt, torch.optim.Adam)
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ConfigError, match="train: p must be >= 1"):
+        from_mapping(TrainConfig, {"p": 0}, "train")
+    with pytest.raises(ConfigError, match="train.amp"):
+        from_mapping(TrainConfig, {"amp": "fp8"}, "train")
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_killed_then_resumed_run_ends_with_identical_weights(dataset, tmp_path) -> None:
+    full = new_model()
+    result = train(full, dataset, tiny_config(), tmp_path / "full")
+    assert result.epochs == 4 and math.isfinite(result.final_loss) and result.images_per_s > 0
+
+    part = new_model()
+    train(part, dataset, tiny_config(epochs=2), tmp_path / "resumed")
+    after_two = _state(part)
+    resumed = new_model()  # a new process: fresh init, everything else from the checkpoint
+    result2 = train(resumed, dataset, tiny_config(), tmp_path / "resumed")
+
+    final = _state(full)
+    assert any(not torch.equal(after_two[k], final[k]) for k in final)  # epochs 3-4 did change weights
+    for name, value in _state(resumed).items():
+        assert torch.equal(value, final[name]), name
+    assert result2.final_loss == pytest.approx(result.final_loss)
+
+    # The checkpoint is tensors/plain numbers only and loads with weights_only=True.
+    state = load_checkpoint(checkpoint_file(tmp_path / "resumed" / "checkpoint"))
+    assert int(state["epoch"]) == 4
+
+    # DVCLive: all 4 epochs present after the resume, in order, with loss terms, lr and throughput.
+    live = tmp_path / "resumed" / "live"
+    metrics = json.loads((live / "metrics.json").read_text())
+    assert metrics["step"] == 3 and {"loss", "loss_id", "loss_triplet", "lr", "images_per_s"} <= set(metrics)
+    rows = (live / "plots" / "metrics" / "loss.tsv").read_text().splitlines()
+    assert [r.split("\t")[0] for r in rows[1:]] == ["0", "1", "2", "3"]
+    lr_rows = [float(r.split("\t")[1]) for r in (live / "plots" / "metrics" / "lr.tsv").read_text().splitlines()[1:]]
+    assert lr_rows == pytest.approx([1e-4, 1e-2 * (0.01 * 0.5 + 0.5), 1e-2, 1e-2 * 0.5])
+
+
+def test_finished_run_is_not_retrained_and_other_settings_restart(dataset, tmp_path) -> None:
+    model = new_model()
+    train(model, dataset, tiny_config(epochs=1), tmp_path)
+    done = _state(model)
+    again = new_model(seed=1)
+    train(again, dataset, tiny_config(epochs=1), tmp_path)  # nothing left to do: weights come from the checkpoint
+    assert all(torch.equal(v, done[k]) for k, v in _state(again).items())
+
+    other = new_model()
+    with pytest.warns(UserWarning, match="other settings"):
+        train(other, dataset, tiny_config(epochs=1, lr=5e-3), tmp_path)
+    assert any(not torch.equal(v, done[k]) for k, v in _state(other).items())
+    rows = (tmp_path / "live" / "plots" / "metrics" / "loss.tsv").read_text().splitlines()
+    assert len(rows) == 2  # the restarted run wiped the old curve
+
+
+def test_max_batches_per_epoch_caps_the_epoch(dataset, tmp_path) -> None:
+    result = train(new_model(), dataset, tiny_config(epochs=1, max_batches_per_epoch=1), tmp_path)
+    assert result.metrics["images_per_s"] * result.metrics["epoch_time_s"] == pytest.approx(8)
+
+
+def test_train_stage_writes_outputs_and_continues(tmp_path, monkeypatch) -> None:
+    import yaml
+
+    import stages.train as stage
+
+    make_manifest(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(stage, "build_model", lambda name, num_classes, cfg: TinyModel(num_classes))
+    params = {"train": {"epochs": 1, "p": 4, "k": 2, "height": 16, "width": 8, "num_workers": 0, "device": "cpu"},
+              "models": {"tiny": {"backbone": "resnet18", "pretrained": None}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    stage.main(["tiny"])
+    summary = json.loads((tmp_path / "metrics/train/tiny.json").read_text())
+    assert summary["epochs"] == 1 and summary["images_per_s"] > 0 and math.isfinite(summary["final_loss"])
+    weights = torch.load(tmp_path / "data/models/tiny/model.pt", weights_only=True)
+    assert set(weights) == set(TinyModel(8).state_dict())
+
+    params["train"]["epochs"] = 2  # e.g. `dvc exp run -S train.epochs=2`: continues from epoch 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    stage.main(["tiny"])
+    rows = (tmp_path / "metrics/train/tiny/plots/metrics/loss.tsv").read_text().splitlines()
+    assert [r.split("\t")[0] for r in rows[1:]] == ["0", "1"]
+
+    make_manifest(tmp_path / "data", n_ids=8, per_id=2)  # new data (e.g. another world seed): start over
+    with pytest.warns(UserWarning, match="other settings"):
+        stage.main(["tiny"])
+
+
+def test_checkpoint_past_the_requested_epochs_is_not_used(dataset, tmp_path) -> None:
+    train(new_model(), dataset, tiny_config(epochs=2), tmp_path)
+    with pytest.warns(UserWarning, match="past epochs=1"):
+        result = train(new_model(), dataset, tiny_config(epochs=1), tmp_path)
+    assert result.epochs == 1 and int(load_checkpoint(checkpoint_file(tmp_path / "checkpoint"))["epoch"]) == 1

@@ -1,0 +1,72 @@
+"""Train/eval transforms: shapes, normalisation, erasing with probability p; DSAP and texture tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from reid.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    dsap_tensor,
+    eval_transform,
+    texture_tensor,
+    train_transform,
+)
+
+
+def test_eval_transform_resizes_and_normalises() -> None:
+    image = np.full((50, 20, 3), 255, np.uint8)
+    image[..., 1] = 0
+    out = eval_transform((32, 16))(image)
+    assert out.shape == (3, 32, 16) and out.dtype == torch.float32
+    expected = [(1 - IMAGENET_MEAN[0]) / IMAGENET_STD[0], -IMAGENET_MEAN[1] / IMAGENET_STD[1],
+                (1 - IMAGENET_MEAN[2]) / IMAGENET_STD[2]]
+    assert out.mean(dim=(1, 2)).tolist() == pytest.approx(expected, abs=1e-5)
+
+
+def test_train_transform_shape_and_flip() -> None:
+    torch.manual_seed(0)
+    image = np.zeros((40, 20, 3), np.uint8)
+    image[:, :10] = 255  # left half white
+    t = train_transform((32, 16), crop_scale=1.0, flip_p=1.0, erasing_p=0.0)
+    out = t(image)
+    assert out.shape == (3, 32, 16)
+    assert out[0, :, 12:].mean() > out[0, :, :4].mean()  # white half moved to the right
+    t_crop = train_transform((32, 16))
+    assert all(t_crop(image).shape == (3, 32, 16) for _ in range(5))
+
+
+def test_random_erasing_applied_with_probability_p() -> None:
+    torch.manual_seed(0)
+    image = np.full((32, 16, 3), 200, np.uint8)
+    clean = eval_transform((32, 16))(image)
+    n = 400
+    for p, expected in ((0.5, 0.5), (0.0, 0.0)):
+        t = train_transform((32, 16), crop_scale=1.0, flip_p=0.0, erasing_p=p)
+        erased = sum(not torch.allclose(t(image), clean) for _ in range(n)) / n
+        assert erased == pytest.approx(expected, abs=0.08)
+
+
+def test_train_transform_is_reproducible_from_the_torch_seed() -> None:
+    image = np.random.default_rng(0).integers(0, 256, (40, 20, 3), dtype=np.uint8)
+    t = train_transform((32, 16))
+    torch.manual_seed(11)
+    a = [t(image) for _ in range(3)]
+    torch.manual_seed(11)
+    b = [t(image) for _ in range(3)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_dsap_and_texture_tensors() -> None:
+    dsap = np.zeros((24, 8, 8, 3), np.uint8)
+    dsap[5, 2, 3] = (255, 0, 0)
+    x = dsap_tensor(dsap)
+    assert x.shape == (24, 3, 8, 8)
+    assert x[5, 0, 2, 3] == pytest.approx((1 - IMAGENET_MEAN[0]) / IMAGENET_STD[0], abs=1e-5)
+    assert x[0, 0, 0, 0] == pytest.approx(-IMAGENET_MEAN[0] / IMAGENET_STD[0], abs=1e-5)
+    atlas = np.zeros((12, 8, 3), np.uint8)
+    atlas[0, 0] = 255
+    tex = texture_tensor(atlas)
+    assert tex.shape == (3, 12, 8) and tex.min() == -1 and tex[:, 0, 0].tolist() == [1, 1, 1]
