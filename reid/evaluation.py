@@ -1,0 +1,280 @@
+"""The evaluate stage's machinery: feature Parquet I/O, feature-based evaluation, CMC file, ranked-list picture.
+
+Feature files: ``data/features/<name>.parquet`` with ``image_id`` (string) and ``feature``
+(fixed_size_list<float32>). The manifest (``data/manifest.parquet``) gives pid, camid, path and
+split; only its query and gallery rows are ever used here.
+
+``evaluate_features`` is the feature-based form of ``reid.metrics.evaluate``. It never builds
+the whole [Q, G] distance matrix:
+
+* ``top_k=None``: exact. Distances are computed one query chunk at a time (one BLAS pass on
+  CPU or CUDA) and each chunk is scored at once, so memory is O(chunk x gallery).
+* ``top_k=K``: FAISS k-NN lists; junk (gallery pid -1) is left out of the index and each list is
+  fetched K + (most same-pid-same-camera items of any query) deep, so after the protocol's
+  removals every query keeps its first K valid items: CMC up to rank K is exact, and positives
+  beyond the K-th valid item count as not retrieved (AP over the true positive count, INP 0 if
+  the hardest positive is missing). Memory O((Q + G) x K). With K >= the gallery, it equals exact.
+* ``rerank``: k-reciprocal re-ranking (reid.retrieval.rerank) then the same ranked-list scoring.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm import tqdm
+
+from reid.device import default_device
+from reid.io import read_image, write_image, write_json_atomic, write_parquet_atomic, write_text_atomic
+from reid.metrics import (
+    ChunkScorer,
+    EvalResult,
+    check_labels,
+    chunk_rows,
+    count_positives,
+    count_same_camera,
+    evaluate_ranked,
+)
+from reid.retrieval import Metric, check_features, l2_normalize, pairwise_distances, rerank, search
+from reid.viz import add_border, make_grid
+
+DISTANCE_BLOCK = 1 << 24  # (query, gallery) pairs per distance block: 64 MB, big enough for efficient BLAS
+GREEN, RED, GREY, BLUE = (0, 170, 0), (220, 0, 0), (160, 160, 160), (40, 90, 220)
+
+
+@dataclass
+class RerankConfig:
+    enabled: bool = False
+    k1: int = 20
+    k2: int = 6
+    lambda_value: float = 0.3
+
+    def validate(self) -> None:
+        if self.k1 < 1 or self.k2 < 1:
+            raise ValueError("rerank.k1 and rerank.k2 must be >= 1")
+        if not 0.0 <= self.lambda_value <= 1.0:
+            raise ValueError("rerank.lambda_value must be in [0, 1]")
+
+
+@dataclass
+class EvaluateConfig:
+    max_rank: int = 50
+    top_k: int | None = None  # None = exact over the whole gallery
+    normalize: bool = True  # L2-normalise features -> cosine distance
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+    single_gallery_shot: int = 0  # CUHK03 single-gallery-shot CMC repeats (0 = off)
+    seed: int = 0
+    n_ranked_queries: int = 6
+    ranked_list_size: int = 10
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if self.max_rank < 1:
+            raise ValueError("max_rank must be >= 1")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError("top_k must be >= 1 or null")
+        if self.single_gallery_shot < 0 or self.n_ranked_queries < 0 or self.ranked_list_size < 1:
+            raise ValueError("single_gallery_shot and n_ranked_queries must be >= 0, ranked_list_size >= 1")
+        if self.single_gallery_shot and (self.top_k is not None or self.rerank.enabled):
+            raise ValueError("single_gallery_shot needs the exact path (top_k: null, rerank off)")
+
+
+# ----------------------------------------------------------------------------- feature files
+
+def write_features(path: str | os.PathLike, image_ids: list[str], features: np.ndarray,
+                   metadata: dict[str, str] | None = None) -> None:
+    """Atomically write ``image_id`` + ``feature`` (fixed_size_list<float32>)."""
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    if features.ndim != 2 or len(image_ids) != len(features):
+        raise ValueError(f"{path}: need one [D] feature per image id, got {len(image_ids)} ids, shape {features.shape}")
+    column = pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1)), features.shape[1])
+    write_parquet_atomic(path, pa.table({"image_id": pa.array(image_ids, pa.string()), "feature": column}), metadata)
+
+
+def read_features(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """(image ids, float32 [N, D]) from a feature Parquet; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"feature file not found: {path} (run the feature extraction stage)")
+    table = pq.read_table(path)
+    if "image_id" not in table.column_names or "feature" not in table.column_names:
+        raise ValueError(f"{path}: expected columns image_id and feature, got {table.column_names}")
+    ftype = table.schema.field("feature").type
+    if not (pa.types.is_fixed_size_list(ftype) and pa.types.is_float32(ftype.value_type)):
+        raise ValueError(f"{path}: column 'feature' must be fixed_size_list<float32>, got {ftype}")
+    ids = table.column("image_id").to_pylist()
+    column = table.column("feature").combine_chunks()
+    if column.null_count:
+        raise ValueError(f"{path}: {column.null_count} null feature(s)")
+    features = column.flatten().to_numpy(zero_copy_only=False).reshape(len(ids), ftype.list_size)
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: duplicate image_id values")
+    return ids, features
+
+
+@dataclass
+class EvalSet:
+    """Query and gallery features with their labels and image paths, in manifest order."""
+
+    q_feats: np.ndarray
+    g_feats: np.ndarray
+    q_pids: np.ndarray
+    g_pids: np.ndarray
+    q_camids: np.ndarray
+    g_camids: np.ndarray
+    q_paths: list[Path]
+    g_paths: list[Path]
+
+
+def load_eval_set(features_path: str | os.PathLike, manifest_path: str | os.PathLike) -> EvalSet:
+    """Join a feature file with the manifest's query and gallery rows (train rows are never used)."""
+    from reid.data.manifest import read_manifest
+
+    table, root = read_manifest(manifest_path)
+    ids, feats = read_features(features_path)
+    row_of = {image_id: i for i, image_id in enumerate(ids)}
+    split = np.asarray(table.column("split").to_pylist())
+    manifest_ids = table.column("image_id").to_pylist()
+    pids = table.column("pid").to_numpy().astype(np.int64)
+    camids = table.column("camid").to_numpy().astype(np.int64)
+    paths = table.column("path").to_pylist()
+    parts = {}
+    for name in ("query", "gallery"):
+        rows = np.flatnonzero(split == name)
+        if len(rows) == 0:
+            raise ValueError(f"{manifest_path}: no {name} rows")
+        missing = [manifest_ids[r] for r in rows if manifest_ids[r] not in row_of]
+        if missing:
+            raise ValueError(f"{features_path}: {len(missing)} {name} image(s) of {manifest_path} have no feature "
+                             f"(first: {', '.join(missing[:3])})")
+        parts[name] = (feats[[row_of[manifest_ids[r]] for r in rows]], pids[rows], camids[rows],
+                       [root / paths[r] for r in rows])
+    (qf, qp, qc, qpath), (gf, gp, gc, gpath) = parts["query"], parts["gallery"]
+    return EvalSet(check_features(qf, f"{features_path} (query rows)"),
+                   check_features(gf, f"{features_path} (gallery rows)"), qp, gp, qc, gc, qpath, gpath)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, max_rank: int = 50,
+                      top_k: int | None = None, metric: Metric = "l2", rerank_cfg: RerankConfig | None = None,
+                      single_gallery_shot: int = 0, seed: int = 0, device: str = "auto",
+                      progress: bool = False) -> EvalResult:
+    """Metrics straight from features (see the module notes for the three paths and their memory)."""
+    qf, gf = check_features(q_feats, "query features"), check_features(g_feats, "gallery features")
+    if qf.shape[1] != gf.shape[1]:
+        raise ValueError(f"query features are {qf.shape[1]}-d but gallery features are {gf.shape[1]}-d")
+    qp, gp, qc, gc = check_labels(len(qf), len(gf), q_pids, g_pids, q_camids, g_camids)
+    reranking = rerank_cfg is not None and rerank_cfg.enabled
+    if single_gallery_shot and (reranking or top_k is not None):
+        raise ValueError("single_gallery_shot needs the exact path (top_k=None, no re-ranking)")
+    if reranking or top_k is not None:
+        exclude = gp == -1
+        extra = int(count_same_camera(qp, qc, gp, gc).max())
+        depth = len(gf) if top_k is None else top_k
+        k = depth + extra
+        if reranking:
+            _, idx = rerank(qf, gf, k, k1=rerank_cfg.k1, k2=rerank_cfg.k2, lambda_value=rerank_cfg.lambda_value,
+                            exclude=exclude, progress=progress)
+        else:
+            _, idx = search(qf, gf, k, metric, exclude=exclude, progress=progress)
+        return evaluate_ranked(idx, qp, gp, qc, gc, max_rank, depth=depth)
+    dev = default_device(device)
+    # host BLAS on CPU (numpy), torch on CUDA; scoring always on the host (numpy SIMD sort)
+    g = gf if dev.type == "cpu" else torch.from_numpy(gf).to(dev)
+    g_sq = np.einsum("ij,ij->i", g, g) if dev.type == "cpu" else (g * g).sum(1)  # einsum: no G x D temporary
+    scorer = ChunkScorer(gp, gc, max_rank, single_gallery_shot, seed)
+    step = chunk_rows(len(gf), DISTANCE_BLOCK)
+    for s in tqdm(range(0, len(qf), step), desc="evaluate", disable=not progress):
+        q = qf[s:s + step] if dev.type == "cpu" else torch.from_numpy(qf[s:s + step]).to(dev)
+        d = pairwise_distances(q, g, metric, g_sq)
+        scorer.add(d if dev.type == "cpu" else d.cpu().numpy(), qp[s:s + step], qc[s:s + step])
+    return scorer.result()
+
+
+def evaluate_set(data: EvalSet, cfg: EvaluateConfig, progress: bool = False) -> EvalResult:
+    qf, gf = (l2_normalize(data.q_feats), l2_normalize(data.g_feats)) if cfg.normalize else (data.q_feats, data.g_feats)
+    return evaluate_features(qf, gf, data.q_pids, data.g_pids, data.q_camids, data.g_camids,
+                             max_rank=cfg.max_rank, top_k=cfg.top_k, metric="cosine" if cfg.normalize else "l2",
+                             rerank_cfg=cfg.rerank, single_gallery_shot=cfg.single_gallery_shot, seed=cfg.seed,
+                             device=cfg.device, progress=progress)
+
+
+def invalid_query_note(result: EvalResult) -> str:
+    """A line saying how many queries were skipped and why (empty when none were)."""
+    skipped = result.n_query - result.n_query_valid
+    if not skipped:
+        return ""
+    return (f"{skipped} of {result.n_query} queries have no true match in the gallery (same pid on another "
+            f"camera) and were skipped; check camera ids if this is unexpected")
+
+
+# ----------------------------------------------------------------------------- outputs
+
+def write_cmc(path: str | os.PathLike, cmc: np.ndarray) -> None:
+    """TSV with columns rank (1-based) and accuracy_pct, for ``dvc plots``."""
+    lines = ["rank\taccuracy_pct"] + [f"{r + 1}\t{100 * v:.4f}" for r, v in enumerate(cmc)]
+    write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def write_metrics(path: str | os.PathLike, result: EvalResult) -> None:
+    write_json_atomic(path, result.summary())
+
+
+def pick_queries(data: EvalSet, n: int, seed: int = 0) -> np.ndarray:
+    """`n` query indices spread over the query set (seeded), only queries that have a true match."""
+    candidates = np.flatnonzero(count_positives(data.q_pids, data.q_camids, data.g_pids, data.g_camids) > 0)
+    if len(candidates) == 0 or n == 0:
+        return np.zeros(0, np.int64)
+    return np.sort(np.random.default_rng(seed).choice(candidates, min(n, len(candidates)), replace=False))
+
+
+def ranked_list_picture(data: EvalSet, queries: np.ndarray, *, size: int = 10, normalize: bool = True,
+                        cell: tuple[int, int] = (128, 64)) -> np.ndarray:
+    """One row per query: the query (blue border), then its top `size` gallery images by plain distance
+    (no re-ranking), green = true match, red = wrong, grey = junk (pid -1 or same pid + same camera)."""
+    if len(queries) == 0:
+        raise ValueError("ranked_list_picture needs at least one query")
+    qf, gf = (l2_normalize(data.q_feats), l2_normalize(data.g_feats)) if normalize else (data.q_feats, data.g_feats)
+    d = pairwise_distances(torch.from_numpy(qf[queries]), torch.from_numpy(gf), "cosine" if normalize else "l2")
+    size = min(size, len(gf))
+    order = np.argsort(d.numpy(), axis=1, kind="stable")[:, :size]
+    tiles, captions = [], []
+
+    def tile(path: Path, color: tuple[int, int, int]) -> np.ndarray:
+        return add_border(cv2.resize(read_image(path), (cell[1], cell[0]), interpolation=cv2.INTER_AREA), color)
+
+    for qi, row in zip(queries, order, strict=True):
+        tiles.append(tile(data.q_paths[qi], BLUE))
+        captions.append(f"q {data.q_pids[qi]}")
+        for rank, gi in enumerate(row, 1):
+            same = data.g_pids[gi] == data.q_pids[qi]
+            junk = data.g_pids[gi] == -1 or (same and data.g_camids[gi] == data.q_camids[qi])
+            tiles.append(tile(data.g_paths[gi], GREY if junk else GREEN if same else RED))
+            captions.append(f"{rank}:{data.g_pids[gi]}")
+    return make_grid(tiles, size + 1, captions=captions)
+
+
+def run_evaluation(cfg: EvaluateConfig, features_path: str | os.PathLike, manifest_path: str | os.PathLike,
+                   metrics_path: str | os.PathLike, cmc_path: str | os.PathLike,
+                   picture_path: str | os.PathLike) -> EvalResult:
+    """The whole evaluate stage: features + manifest -> metrics JSON, CMC TSV, ranked-list picture."""
+    data = load_eval_set(features_path, manifest_path)
+    result = evaluate_set(data, cfg, progress=True)
+    if result.n_query_valid == 0:
+        raise ValueError(f"{manifest_path}: no query has a true match in the gallery (same pid, other camera)")
+    write_metrics(metrics_path, result)
+    write_cmc(cmc_path, result.cmc)
+    queries = pick_queries(data, cfg.n_ranked_queries, cfg.seed)
+    if len(queries):
+        picture = ranked_list_picture(data, queries, size=cfg.ranked_list_size, normalize=cfg.normalize)
+    else:  # still write the declared output
+        picture = np.full((32, 32, 3), 255, np.uint8)
+    write_image(picture_path, picture)
+    return result

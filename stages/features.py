@@ -1,0 +1,76 @@
+"""Features stage: ``python -m stages.features <name>`` (or under ``torchrun``, sharded over ranks).
+
+Reads params ``features`` (flip averaging, batch size, device), ``train.height``/``train.width``
+(the input size the model was trained at) and ``models.<name>``; loads data/models/<name>/model.pt,
+keeps only the inference network (for dsa: the MF-Stream; the DSAG-Stream is dropped) and embeds
+the query and gallery rows of data/manifest.parquet -> data/features/<name>.parquet.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from reid.data.torch_dataset import manifest_split
+from reid.device import default_device
+from reid.engine import distributed
+from reid.engine.inference import manifest_features
+from reid.io import write_parquet_atomic
+from reid.modeling.build import ModelConfig, build_model
+from stages.common import load_config, read_params, section
+
+MANIFEST = Path("data/manifest.parquet")
+
+
+@dataclass
+class FeaturesConfig:
+    """params.yaml section ``features``."""
+
+    flip: bool = True  # average the embeddings of the image and its mirror
+    batch_size: int = 128
+    num_workers: int = 2
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+
+
+def load_trained(name: str, model_cfg: ModelConfig, weights: Path) -> torch.nn.Module:
+    """The inference network of a trained model, from tensors-only weights."""
+    if not weights.is_file():
+        raise FileNotFoundError(f"no trained weights at {weights}: run `dvc repro train@{name}` first")
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    num_classes = len(set(manifest_split(MANIFEST, ["train"])["label"].to_pylist()))
+    model = build_model(name, num_classes, model_cfg)
+    model.load_state_dict(state)
+    return model.inference_model()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", help="model name, e.g. baseline, baseline2b, dsa")
+    name = parser.parse_args(argv).name
+    params = read_params()
+    cfg = load_config(FeaturesConfig, "features", params)
+    size = (int(section("train.height", params)), int(section("train.width", params)))
+    model = load_trained(name, load_config(ModelConfig, f"models.{name}", params),
+                         Path("data/models") / name / "model.pt")
+    device = default_device(cfg.device)
+    device = distributed.rank_device(device, distributed.init_distributed(device))
+    table = manifest_features(model, MANIFEST, size, device=device, flip=cfg.flip,
+                              batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    if distributed.current().is_main:
+        out = Path("data/features") / f"{name}.parquet"
+        write_parquet_atomic(out, table, {"model": name, "flip": cfg.flip, "size": f"{size[0]}x{size[1]}"})
+        print(f"features {name}: {table.num_rows} query+gallery images, dim {model.feature_dim} -> {out}")
+    distributed.cleanup()
+
+
+if __name__ == "__main__":
+    main()

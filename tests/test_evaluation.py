@@ -1,0 +1,177 @@
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import yaml
+
+from reid.config import ConfigError
+from reid.evaluation import (
+    EvaluateConfig,
+    RerankConfig,
+    evaluate_features,
+    load_eval_set,
+    read_features,
+    write_features,
+)
+from reid.io import read_image, write_image, write_parquet_atomic
+from reid.metrics import evaluate, evaluate_ranked
+from reid.retrieval import rerank
+
+
+def planted(seed=0, n_ids=12, per_id=5, dim=6, noise=2):
+    """Integer features (distances exact in float32, ties possible), junk, distractors, same-camera items."""
+    rng = np.random.default_rng(seed)
+    centres = rng.integers(-20, 21, (n_ids, dim))
+    g_pids = np.concatenate([np.repeat(np.arange(1, n_ids + 1), per_id), [0, 0, 0, -1, -1]])
+    g_cams = rng.integers(0, 3, len(g_pids))
+    q_pids = np.arange(1, n_ids + 1)
+    q_cams = rng.integers(0, 3, n_ids)
+    g = np.concatenate([np.repeat(centres, per_id, 0), rng.integers(-20, 21, (5, dim))])
+    g = g + rng.integers(-noise, noise + 1, g.shape)
+    q = centres + rng.integers(-noise, noise + 1, centres.shape)
+    return q.astype(np.float32), g.astype(np.float32), q_pids, g_pids, q_cams, g_cams
+
+
+def _dist(q, g):
+    return ((q.astype(np.float64)[:, None] - g[None]) ** 2).sum(-1)
+
+
+def _same(a, b):
+    np.testing.assert_array_equal(a.cmc, b.cmc)
+    assert (a.mAP, a.mINP, a.mAP_official, a.n_query_valid) == (b.mAP, b.mINP, b.mAP_official, b.n_query_valid)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_feature_evaluation_equals_distance_matrix(seed):
+    q, g, qp, gp, qc, gc = planted(seed, noise=10)
+    ref = evaluate(_dist(q, g), qp, gp, qc, gc, max_rank=20)
+    assert 0 < ref.mAP < 1
+    _same(evaluate_features(q, g, qp, gp, qc, gc, max_rank=20), ref)  # exact chunked path
+    _same(evaluate_features(q, g, qp, gp, qc, gc, max_rank=20, top_k=len(g)), ref)  # FAISS lists, full depth
+
+
+def test_single_gallery_shot_from_features():
+    q, g, qp, gp, qc, gc = planted(5, noise=10)
+    ref = evaluate(_dist(q, g), qp, gp, qc, gc, max_rank=10, single_gallery_shot=4, seed=7)
+    got = evaluate_features(q, g, qp, gp, qc, gc, max_rank=10, single_gallery_shot=4, seed=7)
+    np.testing.assert_array_equal(got.cmc, ref.cmc)
+    assert got.protocol == ref.protocol == "cuhk03_single_gallery_shot_x4"
+    with pytest.raises(ValueError, match="single_gallery_shot"):
+        evaluate_features(q, g, qp, gp, qc, gc, top_k=5, single_gallery_shot=4)
+
+
+def test_small_top_k_keeps_cmc_exact():
+    q, g, qp, gp, qc, gc = planted(2, noise=8)
+    ref = evaluate(_dist(q, g), qp, gp, qc, gc, max_rank=20)
+    for k in (1, 3, 7):
+        cut = evaluate_features(q, g, qp, gp, qc, gc, max_rank=20, top_k=k)
+        np.testing.assert_allclose(cut.cmc[:k], ref.cmc[:k])
+        assert cut.mAP <= ref.mAP and cut.n_query_valid == ref.n_query_valid
+    assert evaluate_features(q, g, qp, gp, qc, gc, max_rank=20, top_k=3).mAP < ref.mAP
+
+
+def test_rerank_path_and_cosine():
+    q, g, qp, gp, qc, gc = planted(3)
+    cfg = RerankConfig(enabled=True, k1=4, k2=2, lambda_value=0.3)
+    r = evaluate_features(q, g, qp, gp, qc, gc, max_rank=10, rerank_cfg=cfg)
+    _, idx = rerank(q, g, k1=4, k2=2, lambda_value=0.3)
+    _same(r, evaluate_ranked(idx, qp, gp, qc, gc, max_rank=10))
+    cos = evaluate_features(q, g, qp, gp, qc, gc, max_rank=10, metric="cosine")
+    cos_k = evaluate_features(q, g, qp, gp, qc, gc, max_rank=10, metric="cosine", top_k=len(g))
+    np.testing.assert_allclose(cos.cmc, cos_k.cmc)
+    assert cos.mAP == pytest.approx(cos_k.mAP)
+
+
+def test_feature_bad_input():
+    q, g, qp, gp, qc, gc = planted(0)
+    with pytest.raises(ValueError, match="q_pids"):
+        evaluate_features(q, g, qp[:-1], gp, qc, gc)
+    bad = g.copy()
+    bad[4, 1] = np.nan
+    with pytest.raises(ValueError, match="gallery features: 1 feature row"):
+        evaluate_features(q, bad, qp, gp, qc, gc)
+    with pytest.raises(ValueError, match="empty"):
+        evaluate_features(q[:0], g, qp[:0], gp, qc[:0], gc)
+    with pytest.raises(ValueError, match="-d"):
+        evaluate_features(q[:, :3], g, qp, gp, qc, gc)
+
+
+def test_feature_file_round_trip_and_errors(tmp_path):
+    feats = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    write_features(tmp_path / "f.parquet", ["a", "b", "c", "d"], feats)
+    ids, back = read_features(tmp_path / "f.parquet")
+    assert ids == ["a", "b", "c", "d"] and back.dtype == np.float32
+    np.testing.assert_array_equal(back, feats)
+    write_parquet_atomic(tmp_path / "bad.parquet", pa.table({"image_id": ["a"], "feature": [[1.0, 2.0]]}))
+    with pytest.raises(ValueError, match="bad.parquet.*fixed_size_list<float32>"):
+        read_features(tmp_path / "bad.parquet")
+    with pytest.raises(FileNotFoundError, match="missing.parquet"):
+        read_features(tmp_path / "missing.parquet")
+
+
+def make_world(root, features=True, nan=False):
+    """Tiny manifest + images + planted features under `root` (the layout the stage reads)."""
+    q, g, qp, gp, qc, gc = planted(4, n_ids=6, per_id=3)
+    rows, feats, ids = [], [], []
+    rng = np.random.default_rng(0)
+    for split, f, pids, cams in (("query", q, qp, qc), ("gallery", g, gp, gc), ("train", g[:4], gp[:4], gc[:4])):
+        for i, (vec, pid, cam) in enumerate(zip(f, pids, cams, strict=True)):
+            image_id, path = f"{split}/{i:04d}", f"img/{split}_{i:04d}.png"
+            write_image(root / "ds" / path, rng.integers(0, 255, (16, 8, 3), dtype=np.uint8))
+            rows.append((image_id, split, int(pid), int(cam), path, 16, 8, -1))
+            if split != "train":  # train rows have no features: they must never be read
+                ids.append(image_id)
+                feats.append(vec)
+    cols = list(zip(*rows, strict=True))
+    names = ["image_id", "split", "pid", "camid", "path", "height", "width", "label"]
+    table = pa.table({n: pa.array(c, pa.string() if n in ("image_id", "split", "path") else pa.int32())
+                      for n, c in zip(names, cols, strict=True)})
+    write_parquet_atomic(root / "data" / "manifest.parquet", table, {"root": str(root / "ds")})
+    feats = np.stack(feats)
+    if nan:
+        feats[2, 0] = np.nan
+    if features:
+        write_features(root / "data" / "features" / "toy.parquet", ids, feats)
+    return q, g, qp, gp, qc, gc
+
+
+def test_load_eval_set_errors(tmp_path):
+    make_world(tmp_path, features=False)
+    write_features(tmp_path / "f.parquet", ["query/0000"], np.zeros((1, 6), np.float32))
+    with pytest.raises(ValueError, match="f.parquet: 5 query image"):
+        load_eval_set(tmp_path / "f.parquet", tmp_path / "data" / "manifest.parquet")
+    make_world(tmp_path, nan=True)
+    with pytest.raises(ValueError, match="toy.parquet \\(query rows\\): 1 feature row"):
+        load_eval_set(tmp_path / "data/features/toy.parquet", tmp_path / "data" / "manifest.parquet")
+
+
+def test_stage_end_to_end(tmp_path, monkeypatch):
+    from stages import evaluate as stage
+
+    q, g, qp, gp, qc, gc = make_world(tmp_path)
+    params = {"evaluate": {"max_rank": 5, "top_k": None, "normalize": False, "n_ranked_queries": 3,
+                           "ranked_list_size": 4, "rerank": {"enabled": False}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    stage.main(["toy"])
+    metrics = json.loads((tmp_path / "metrics" / "toy.json").read_text())
+    ref = evaluate(_dist(q, g), qp, gp, qc, gc, max_rank=5)
+    assert metrics["mAP_pct"] == pytest.approx(100 * ref.mAP, abs=1e-3)
+    assert metrics["rank1_pct"] == pytest.approx(100 * ref.cmc[0], abs=1e-3)
+    assert metrics["rank5_pct"] == pytest.approx(100 * ref.cmc[4], abs=1e-3)
+    assert "rank10_pct" not in metrics  # beyond max_rank: not guessed
+    assert (metrics["n_query"], metrics["n_gallery"]) == (6, len(g))
+    lines = (tmp_path / "metrics" / "cmc" / "toy.tsv").read_text().splitlines()
+    assert lines[0] == "rank\taccuracy_pct" and len(lines) == 6
+    picture = read_image(tmp_path / "data" / "eval" / "toy" / "ranked_list.png")
+    assert picture.shape[1] > 5 * 8 and picture.shape[0] > 3 * 16
+    # a bad parameter is named
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"evaluate": {"top_k": 0}}))
+    with pytest.raises(ConfigError, match="top_k"):
+        stage.main(["toy"])
+
+
+def test_config_rejects_single_shot_with_top_k():
+    with pytest.raises(ValueError, match="single_gallery_shot"):
+        EvaluateConfig(top_k=5, single_gallery_shot=3).validate()
