@@ -1,0 +1,329 @@
+"""Training and held-out evaluation of the lite DensePose network (SPEC §5).
+
+Data: the synthetic world's Market-layout export — crops in <split>/*.jpg with ground-truth IUV
+in gt_iuv/<split>/<stem>.png (I, U, V in channel order as cv2 reads them). Training uses
+bounding_box_train (pid > 0) only; metrics come from test identities (bounding_box_test, query).
+
+Resume: every epoch ends with an atomic checkpoint (model + optimizer state, tensors and plain
+numbers only). The shuffle order of epoch e is drawn from seed and e alone, and the learning rate
+is a function of the global step, so a run resumed from epoch e ends with the same weights as an
+uninterrupted one (CPU, same seed).
+
+No horizontal-flip augmentation: rendering a symmetric pose from azimuth a and -a shows that the
+synthetic charts are not all mirror-consistent (torso V becomes 1 - V, the feet charts differ), so a
+flip by label swap alone would teach wrong U/V.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from reid.data.datasets import parse_market_name
+from reid.densepose.lite import (
+    OUTPUT_STRIDE,
+    LiteArch,
+    LiteDensePose,
+    LiteEstimator,
+    build_model,
+    resize_crops,
+    to_input,
+)
+from reid.densepose.quality import IUVQuality
+from reid.device import default_device
+from reid.io import atomic_path, decode_raw, read_image
+from reid.parts import decode_iuv
+
+TRAIN_SPLITS = ("bounding_box_train",)
+HELD_OUT_SPLITS = ("bounding_box_test", "query")
+
+
+@dataclass
+class TrainDensePoseConfig:
+    """params.yaml section `train_densepose`."""
+
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    uv_weight: float = 2.0  # L1 on U/V vs cross-entropy on parts
+    recolor: bool = True  # colour augmentation (channel shuffle, gains, offset): against texture memorisation
+    box_jitter: float = 0.1  # random scale 1 +- j and shift +- j (of the half size) of crop and targets; 0: off
+    width: int = 16
+    input_height: int = 128
+    input_width: int = 64
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int = 0  # 0: leave torch's default
+    max_train_images: int = 0  # 0: all
+    max_eval_images: int = 0  # 0: all
+    eval_batch_size: int = 64
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "width", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_threads", "max_train_images", "max_eval_images"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.box_jitter < 0.5:
+            raise ValueError(f"box_jitter must lie in [0, 0.5), got {self.box_jitter}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        self.arch().validate()
+
+    def arch(self) -> LiteArch:
+        return LiteArch(self.width, self.input_height, self.input_width)
+
+
+# --- data ---
+
+def labelled_crops(root: Path, splits: Sequence[str], limit: int = 0) -> list[tuple[Path, Path]]:
+    """Sorted (crop, gt IUV) path pairs of identities with pid > 0 in `splits` (first `limit` if > 0)."""
+    pairs = []
+    for split in splits:
+        folder = Path(root) / split
+        if not folder.is_dir():
+            raise FileNotFoundError(f"split folder not found: {folder}")
+        for crop in sorted(folder.glob("*.jpg")):
+            try:
+                pid, _ = parse_market_name(crop.name)
+            except ValueError as err:
+                raise ValueError(f"{crop}: {err}") from None
+            if pid > 0:
+                pairs.append((crop, Path(root) / "gt_iuv" / split / f"{crop.stem}.png"))
+    if not pairs:
+        raise ValueError(f"no crops with pid > 0 under {root} in {', '.join(splits)}")
+    return pairs[:limit] if limit else pairs
+
+
+def read_gt_iuv(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """Ground-truth IUV uint8 [H, W, 3] of a crop of `shape`; errors name the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"ground-truth IUV not found: {path}")
+    iuv = decode_raw(path.read_bytes())
+    if iuv.ndim != 3 or iuv.shape[:2] != tuple(shape):
+        raise ValueError(f"{path}: IUV shape {iuv.shape} does not match its crop {tuple(shape)}")
+    decode_iuv(iuv)  # validates part indices
+    return iuv
+
+
+def load_pairs(pairs: Sequence[tuple[Path, Path]], desc: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    images, iuvs = [], []
+    for crop, gt in tqdm(pairs, desc=desc, unit="img"):
+        image = read_image(crop)
+        images.append(image)
+        iuvs.append(read_gt_iuv(gt, image.shape[:2]))
+    return images, iuvs
+
+
+def training_arrays(images: Sequence[np.ndarray], iuvs: Sequence[np.ndarray], arch: LiteArch) -> dict[str, torch.Tensor]:
+    """Crops at the input size (uint8 [N,H,W,3]) and IUV targets at the heads' size (parts long, u/v float).
+
+    Taking the loss at the heads' resolution costs a third of taking it at the input's.
+    """
+    h, w = arch.input_height, arch.input_width
+    x = resize_crops(images, h, w)  # exactly as at inference
+    # Nearest keeps labels exact and U/V consistent with their label.
+    size = (w // OUTPUT_STRIDE, h // OUTPUT_STRIDE)
+    t = np.stack([cv2.resize(iuv, size, interpolation=cv2.INTER_NEAREST) for iuv in iuvs])
+    parts, u, v = decode_iuv(t)
+    return {"image": torch.from_numpy(x), "parts": torch.from_numpy(parts),
+            "u": torch.from_numpy(u), "v": torch.from_numpy(v)}
+
+
+# --- loss ---
+
+def lite_loss(logits: torch.Tensor, uv: torch.Tensor, parts: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+              uv_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, part CE, U/V L1); predictions are resized bilinearly if the targets' size differs.
+
+    As in DensePose, the U/V loss reads only the ground-truth part's channel, on foreground pixels.
+    """
+    size = parts.shape[-2:]
+    if logits.shape[-2:] != size:
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    part_loss = F.cross_entropy(logits, parts)
+    fg = parts > 0
+    if not fg.any():
+        uv_loss = uv.sum() * 0.0
+    else:
+        b, _, n, h, w = uv.shape
+        if (h, w) != size:
+            uv = F.interpolate(uv.reshape(b, 2 * n, h, w), size=size, mode="bilinear", align_corners=False)
+            uv = uv.view(b, 2, n, *size)
+        index = (parts - 1).clamp(min=0)[:, None, None].expand(b, 2, 1, *size)
+        pred = uv.gather(2, index)[:, :, 0]  # [B, 2, H, W]
+        target = torch.stack([u, v], 1)
+        uv_loss = (pred - target).abs().sum(1)[fg].mean() / 2
+    return part_loss + uv_weight * uv_loss, part_loss, uv_loss
+
+
+# --- training ---
+
+def lr_at(step: int, total: int, warmup: int, base_lr: float) -> float:
+    """Linear warm-up then cosine decay to 1% of base_lr, from the global step alone (resume-safe)."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base_lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The random stream of epoch `epoch` (order, augmentation), from the seed and epoch alone."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def random_recolor(generator: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Colour augmentation of a [0, 1] batch [B, 3, H, W]: per-sample channel shuffle, gains, offset.
+
+    Labels do not depend on colour, and a few hundred training textures are easy to memorise.
+    """
+    def recolor(x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        perm = torch.rand(b, 3, generator=generator).argsort(1).to(x.device)
+        gain = (0.6 + 0.8 * torch.rand(b, 3, 1, 1, generator=generator)).to(x.device)
+        offset = (0.2 * torch.rand(b, 1, 1, 1, generator=generator) - 0.1).to(x.device)
+        x = x.gather(1, perm[:, :, None, None].expand_as(x))
+        return (x * gain + offset).clamp(0.0, 1.0)
+    return recolor
+
+
+def random_box_jitter(batch: dict[str, torch.Tensor], x: torch.Tensor, jitter: float,
+                      generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Rescale and shift input x [B,3,H,W] (bilinear) and its targets (nearest) by one random affine per sample.
+
+    Mimics detection-box jitter; pixels pulled in from outside the crop become background.
+    """
+    b = x.shape[0]
+    scale = 1 + jitter * (2 * torch.rand(b, generator=generator) - 1)
+    shift = jitter * (2 * torch.rand(b, 2, generator=generator) - 1)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = scale
+    theta[:, :, 2] = shift
+    theta = theta.to(x.device)
+
+    def warp(t: torch.Tensor, mode: str) -> torch.Tensor:
+        grid = F.affine_grid(theta, list(t.shape), align_corners=False)
+        return F.grid_sample(t, grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+    targets = warp(torch.stack([batch["parts"].float(), batch["u"], batch["v"]], 1), "nearest")
+    return warp(x, "bilinear"), {"parts": targets[:, 0].round().long(), "u": targets[:, 1], "v": targets[:, 2]}
+
+
+def run_fingerprint(config: TrainDensePoseConfig, data: dict[str, torch.Tensor]) -> str:
+    """What a checkpoint must match to be resumed: the training config and data (device and threads may change)."""
+    fields = {k: v for k, v in asdict(config).items() if k not in {"device", "num_threads", "eval_batch_size",
+                                                                   "max_eval_images"}}
+    digest = hashlib.sha1()
+    for key in sorted(data):
+        digest.update(data[key].numpy().tobytes())
+    return json.dumps({**fields, "data_sha1": digest.hexdigest()}, sort_keys=True)
+
+
+def save_checkpoint(path: Path, model: LiteDensePose, optimizer: torch.optim.Optimizer, epoch: int,
+                    fingerprint: str, elapsed: float) -> None:
+    state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+             "optimizer": optimizer.state_dict(), "epoch": epoch, "fingerprint": fingerprint, "elapsed": elapsed}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
+    """The checkpoint at `path` if it exists and was made by the same config, else None."""
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state if state.get("fingerprint") == fingerprint else None
+
+
+def resumable_epoch(checkpoint: Path, config: TrainDensePoseConfig, data: dict[str, torch.Tensor]) -> int:
+    """Epochs already done by a matching checkpoint at `checkpoint` (0 if none)."""
+    state = load_checkpoint(checkpoint, run_fingerprint(config, data))
+    return 0 if state is None else int(state["epoch"])
+
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+def train_lite(config: TrainDensePoseConfig, data: dict[str, torch.Tensor], checkpoint: Path | None = None,
+               on_epoch: EpochCallback | None = None, stop_after: int | None = None) -> tuple[LiteDensePose, float]:
+    """Train on `data` (from training_arrays); returns (model in eval mode, training seconds incl. resumed part).
+
+    With `checkpoint`, resumes from it when it matches the config and rewrites it every epoch.
+    `stop_after` ends after that many epochs (as if killed; for tests). `on_epoch(epoch, metrics)` is
+    called after each epoch (DVCLive logging in the stage).
+    """
+    device = default_device(config.device)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.seed)
+    model = build_model(config.arch()).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    n = len(data["image"])
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    total, warmup = steps_per_epoch * config.epochs, max(1, round(config.warmup_epochs * steps_per_epoch))
+    fingerprint = run_fingerprint(config, data)
+
+    start_epoch, elapsed = 0, 0.0
+    state = load_checkpoint(checkpoint, fingerprint) if checkpoint else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, elapsed = int(state["epoch"]), float(state["elapsed"])
+
+    for epoch in range(start_epoch, config.epochs):
+        if stop_after is not None and epoch >= start_epoch + stop_after:
+            break
+        t0 = time.perf_counter()
+        model.train()
+        generator = epoch_generator(config.seed, epoch)
+        order = torch.randperm(n, generator=generator)
+        recolor = random_recolor(generator) if config.recolor else None
+        sums = torch.zeros(3)
+        bar = tqdm(range(steps_per_epoch), desc=f"lite densepose epoch {epoch + 1}/{config.epochs}", unit="batch")
+        for i in bar:
+            idx = order[i * config.batch_size:(i + 1) * config.batch_size]
+            batch = {k: t[idx].to(device, non_blocking=True) for k, t in data.items()}
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(epoch * steps_per_epoch + i, total, warmup, config.lr)
+            x = to_input(batch["image"], device, recolor)
+            if config.box_jitter > 0:
+                x, batch = random_box_jitter(batch, x, config.box_jitter, generator)
+            logits, uv = model(x)
+            loss, part_loss, uv_loss = lite_loss(logits, uv, batch["parts"], batch["u"], batch["v"], config.uv_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            sums += torch.stack([loss.detach(), part_loss.detach(), uv_loss.detach()]).cpu() * len(idx)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        elapsed += time.perf_counter() - t0
+        if checkpoint:
+            save_checkpoint(checkpoint, model, optimizer, epoch + 1, fingerprint, elapsed)
+        if on_epoch:
+            mean = (sums / n).tolist()
+            on_epoch(epoch, {"loss": mean[0], "part_loss": mean[1], "uv_loss": mean[2],
+                             "lr": optimizer.param_groups[0]["lr"], "train_seconds": elapsed})
+    return model.eval(), elapsed
+
+
+# --- held-out metrics (definitions in reid.densepose.quality) ---
+
+def evaluate_lite(estimator: LiteEstimator, images: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -> dict[str, float]:
+    """Part mIoU (25 classes and 24 parts) and U/V error of the estimator's IUV against ground truth."""
+    quality = IUVQuality()
+    for result, gt in zip(estimator.predict(images, []), gts, strict=True):
+        quality.update(result.iuv, gt)
+    return quality.summary()
