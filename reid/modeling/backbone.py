@@ -99,6 +99,22 @@ class ResNetTrunk(nn.Module):
         self.stem = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool)
         self.layers = nn.Sequential(*[getattr(r, f"layer{i}") for i in range(1, depth + 1)])
         self.out_channels = STAGE_CHANNELS[name][depth - 1]
+        self.backbone = name
 
     def forward(self, image: Tensor) -> Tensor:
         return self.layers(self.stem(image))
+
+    # --- multi-level output (SAN's decoder skips) ---
+
+    @property
+    def level_channels(self) -> dict[str, int]:
+        """Output channels of each stage: {"layer1": c1, ..., "layer<depth>": c}."""
+        return {f"layer{i}": c for i, c in enumerate(STAGE_CHANNELS[self.backbone][:len(self.layers)], 1)}
+
+    def levels(self, image: Tensor) -> dict[str, Tensor]:
+        """Every stage's output map {"layer1": ..., "layer<depth>": ...}; the last one equals forward()."""
+        x, maps = self.stem(image), {}
+        for i, layer in enumerate(self.layers, 1):
+            x = layer(x)
+            maps[f"layer{i}"] = x
+        return maps

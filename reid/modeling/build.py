@@ -17,9 +17,11 @@ Every reID model follows one interface, which the training engine and the evalua
             # and it has the same feature_dim. Export, feature extraction and FLOP counts use it.
 
 Batch keys: "image" float [B, 3, H, W] ImageNet-normalised; "label" long [B] contiguous train labels;
-"dsap" float [B, 24, 3, S, S] normalised the same way (dsa only).
+"dsap" float [B, 24, 3, S, S] normalised the same way (dsa, dsa_san); "texture" float [B, 3, 6T, 4T]
+in [-1, 1], the pseudo-texture atlas, never augmented (san, dsa_san).
 
-Models (SPEC §8): "baseline" (reid.modeling.baseline), "baseline2b" and "dsa" (reid.modeling.dsa).
+Models (SPEC §8): "baseline" (reid.modeling.baseline), "baseline2b" and "dsa" (reid.modeling.dsa),
+"san" and "dsa_san" (reid.modeling.san; the texture decoder is training-only).
 The dsa model also has `forward_fused_features(image, dsap)` -> [z_G, z_L], the "two streams fused" variant.
 """
 
@@ -30,7 +32,7 @@ from typing import Literal
 
 from torch import nn
 
-MODEL_NAMES = ("baseline", "baseline2b", "dsa")
+MODEL_NAMES = ("baseline", "baseline2b", "dsa", "san", "dsa_san")
 
 
 @dataclass
@@ -46,6 +48,13 @@ class ModelConfig:
     id_weight: float = 1.0          # ID loss on the retrieval/fused features (baseline feature, z_G, z_L)
     mf_id_weight: float = 0.5       # ID loss on f_G and each f_L,i (baseline2b, dsa)
     triplet_weight: float = 1.5     # batch-hard triplet on the retrieval/fused features
+    # SAN decoder (san, dsa_san)
+    texture_tile: int = 32          # T of the pseudo-texture atlas [3, 6T, 4T] in batch["texture"]
+    decoder_width_mult: float = 1.0  # SA-Dec widths (512, 256, 64, 32, 16) x this, at least 4
+    recon_weight: float = 1.0       # L1 texture reconstruction
+    decoder_triplet_weight: float = 1.0  # triplet constraints on the four decoder up-block maps (summed)
+    decoder_triplet_margin: float = 0.3  # margin on the MSE between decoder maps
+    san_fc_dim: int = 0             # san feature: 0 = GAP (as baseline); 512 = official "resnet50_fc512"
 
     def validate(self) -> None:
         if self.last_stride not in (1, 2):
@@ -60,7 +69,15 @@ class ModelConfig:
             raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}")
         if self.triplet_margin < 0:
             raise ValueError(f"triplet_margin must be >= 0, got {self.triplet_margin}")
-        for name in ("id_weight", "mf_id_weight", "triplet_weight"):
+        if self.texture_tile < 1:
+            raise ValueError(f"texture_tile must be >= 1, got {self.texture_tile}")
+        if not 0.0 < self.decoder_width_mult <= 4.0:
+            raise ValueError(f"decoder_width_mult must lie in (0, 4], got {self.decoder_width_mult}")
+        if self.decoder_triplet_margin < 0:
+            raise ValueError(f"decoder_triplet_margin must be >= 0, got {self.decoder_triplet_margin}")
+        if self.san_fc_dim < 0:
+            raise ValueError(f"san_fc_dim must be >= 0 (0 = GAP feature), got {self.san_fc_dim}")
+        for name in ("id_weight", "mf_id_weight", "triplet_weight", "recon_weight", "decoder_triplet_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -69,6 +86,7 @@ def build_model(name: str, num_classes: int, cfg: ModelConfig) -> nn.Module:
     """The reID model `name` with ID classifiers over `num_classes` training identities."""
     from reid.modeling.baseline import Baseline
     from reid.modeling.dsa import DSAReID
+    from reid.modeling.san import DSASAN, SAN
 
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (training identities), got {num_classes}")
@@ -79,4 +97,8 @@ def build_model(name: str, num_classes: int, cfg: ModelConfig) -> nn.Module:
         return DSAReID(num_classes, cfg, with_dsag=False)
     if name == "dsa":
         return DSAReID(num_classes, cfg, with_dsag=True)
+    if name == "san":
+        return SAN(num_classes, cfg)
+    if name == "dsa_san":
+        return DSASAN(num_classes, cfg)
     raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
