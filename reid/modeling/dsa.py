@@ -142,12 +142,15 @@ class DSAReID(nn.Module):
         return dsap
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        f_g, f_l = self.mf.streams(batch["image"])
+        return self.fused_outputs(*self.mf.streams(batch["image"]), batch)
+
+    def fused_outputs(self, f_g: Tensor, f_l: Tensor, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Fused features and all ID logits from the MF-Stream's f_G, f_L (+ the DSAG-Stream's, when built)."""
         if self.dsag is None:
             z_g, z_l = f_g, f_l
         else:
             if "dsap" not in batch:
-                raise KeyError("the dsa model needs batch['dsap'] (DSAP images [B, 24, 3, S, S])")
+                raise KeyError("the dsa models need batch['dsap'] (DSAP images [B, 24, 3, S, S])")
             d_g, d_l = self.dsag(self._checked_dsap(batch["dsap"]))
             z_g, z_l = f_g + d_g, f_l + d_l
         parts = f_l.view(len(f_l), N_LOCAL, -1)

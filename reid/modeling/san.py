@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from reid.losses import batch_hard_triplet, smoothed_cross_entropy
 from reid.modeling.backbone import ResNetTrunk
-from reid.modeling.dsa import N_LOCAL, DSAReID
+from reid.modeling.dsa import DSAReID
 from reid.modeling.heads import IdClassifier, global_avg_pool
 from reid.parts import atlas_shape
 
@@ -278,21 +278,10 @@ class DSASAN(DSAReID):
                                  cfg.decoder_width_mult)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        if "dsap" not in batch:
-            raise KeyError("the dsa_san model needs batch['dsap'] (DSAP images [B, 24, 3, S, S])")
         levels = self.mf.trunk.levels(batch["image"])
         f_g, f_l = self.mf.head(levels["layer3"])
-        d_g, d_l = self.dsag(self._checked_dsap(batch["dsap"]))
-        z_g, z_l = f_g + d_g, f_l + d_l
-        parts = f_l.view(len(f_l), N_LOCAL, -1)
-        return {
-            "f_global": f_g, "f_local": f_l, "z_global": z_g, "z_local": z_l,
-            "logits_f_global": self.cls_f_global(f_g),
-            "logits_f_local": torch.stack([cls(parts[:, i]) for i, cls in enumerate(self.cls_f_local)], dim=1),
-            "logits_z_global": self.cls_z_global(z_g),
-            "logits_z_local": self.cls_z_local(z_l),
-            **_decoder_outputs(self.decoder, {**levels, "layer4": levels["layer3"]}),
-        }
+        return {**self.fused_outputs(f_g, f_l, batch),
+                **_decoder_outputs(self.decoder, {**levels, "layer4": levels["layer3"]})}
 
     def losses(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
         return {**super().losses(outputs, batch), **texture_losses(outputs, batch, self.cfg)}
