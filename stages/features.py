@@ -12,14 +12,12 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from reid.data.torch_dataset import manifest_split
 from reid.device import default_device
 from reid.engine import distributed
 from reid.engine.inference import manifest_features
+from reid.export import load_inference_model, model_info
 from reid.io import write_parquet_atomic
-from reid.modeling.build import ModelConfig, build_model
+from reid.modeling.build import ModelConfig
 from stages.common import load_config, read_params, section
 
 MANIFEST = Path("data/manifest.parquet")
@@ -41,17 +39,6 @@ class FeaturesConfig:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
 
 
-def load_trained(name: str, model_cfg: ModelConfig, weights: Path) -> torch.nn.Module:
-    """The inference network of a trained model, from tensors-only weights."""
-    if not weights.is_file():
-        raise FileNotFoundError(f"no trained weights at {weights}: run `dvc repro train@{name}` first")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    num_classes = len(set(manifest_split(MANIFEST, ["train"])["label"].to_pylist()))
-    model = build_model(name, num_classes, model_cfg)
-    model.load_state_dict(state)
-    return model.inference_model()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="model name, e.g. baseline, baseline2b, dsa")
@@ -59,8 +46,11 @@ def main(argv: list[str] | None = None) -> None:
     params = read_params()
     cfg = load_config(FeaturesConfig, "features", params)
     size = (int(section("train.height", params)), int(section("train.width", params)))
-    model = load_trained(name, load_config(ModelConfig, f"models.{name}", params),
-                         Path("data/models") / name / "model.pt")
+    weights = Path("data/models") / name / "model.pt"
+    if not weights.is_file():
+        raise FileNotFoundError(f"no trained weights at {weights}: run `dvc repro train@{name}` first")
+    info = model_info(name, load_config(ModelConfig, f"models.{name}", params), size)
+    model = load_inference_model(weights, info)
     device = default_device(cfg.device)
     device = distributed.rank_device(device, distributed.init_distributed(device))
     table = manifest_features(model, MANIFEST, size, device=device, flip=cfg.flip,

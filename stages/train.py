@@ -19,6 +19,7 @@ from reid.data.torch_dataset import ReidDataset, manifest_split
 from reid.data.transforms import train_transform
 from reid.engine import distributed
 from reid.engine.trainer import TrainConfig, train
+from reid.export import model_info, write_model_info
 from reid.io import atomic_path, write_json_atomic
 from reid.modeling.build import ModelConfig, build_model
 from stages.common import load_config, read_params
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     if distributed.current().is_main:
         with atomic_path(out_dir / "model.pt") as tmp:
             torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
+        write_model_info(out_dir, model_info(name, model_cfg, cfg.size))  # lets `reid embed/search/export` load it
         write_json_atomic(Path("metrics/train") / f"{name}.json", {
             "epochs": result.epochs, "train_time_s": round(result.train_time_s, 2),
             "images_per_s": round(result.images_per_s, 2), "final_loss": result.final_loss,

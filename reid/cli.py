@@ -1,0 +1,322 @@
+"""The ``reid`` command: use a trained model to embed images, search a gallery, export the network.
+
+    reid embed  --model data/models/dsa  gallery_folder/  --out gallery.parquet
+    reid search --model data/models/dsa  --gallery gallery.parquet  query.jpg  [--top-k 10] [--draw ranked.png]
+    reid export --model data/models/dsa  --format onnx  --out dsa.onnx
+
+``--model`` is a trained model folder (``model.pt`` + ``model.json``, see reid.export) or a
+``model.pt`` file. Without a ``model.json`` beside it, the model is described by a params file
+(``--params``, default ./params.yaml: ``models.<name>`` and ``train.height``/``train.width``) and
+``--name`` (default: the folder's name).
+
+This is the program's entry point, so unlike the library it reads argv (and, only when asked to,
+a params file). Bad input ends with one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from reid.config import from_mapping
+from reid.data.transforms import eval_transform
+from reid.device import default_device
+from reid.engine.inference import extract_features
+from reid.export import (
+    INFO_FILE,
+    ModelInfo,
+    export_onnx,
+    export_torchscript,
+    file_sha256,
+    load_inference_model,
+    model_info,
+    read_model_info,
+    weights_file,
+)
+from reid.io import parquet_metadata, read_image, write_image, write_parquet_atomic
+from reid.modeling.build import MODEL_NAMES, ModelConfig
+from reid.retrieval import l2_normalize, search
+from reid.viz import make_grid
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+class CliError(Exception):
+    """Bad input found by the command itself (the message is printed as is)."""
+
+
+# ---- the model ---------------------------------------------------------------------------------
+
+def resolve_model_info(weights: Path, name: str | None, params: str | None) -> ModelInfo:
+    """model.json beside the weights, else the params file's ``models.<name>`` and ``train`` size."""
+    info_path = weights.parent / INFO_FILE
+    if info_path.is_file() and params is None:
+        info = read_model_info(info_path)
+        if name is not None and name != info.name:
+            raise CliError(f"--name {name} but {info_path} describes a {info.name!r} model")
+        return info
+    params_path = Path(params or "params.yaml")
+    if not params_path.is_file():
+        raise CliError(f"no {info_path} and no params file {params_path}: pass --params PARAMS.yaml "
+                       f"(and --name) to describe the model")
+    import yaml
+
+    try:
+        all_params = yaml.safe_load(params_path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise CliError(f"{params_path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    name = name or weights.parent.name
+    models = all_params.get("models") if isinstance(all_params, dict) else None
+    if not isinstance(models, dict) or name not in models:
+        known = ", ".join(models) if isinstance(models, dict) else "none"
+        raise CliError(f"{params_path}: no parameters models.{name} (models there: {known}); pass --name")
+    train = all_params.get("train") or {}
+    if "height" not in train or "width" not in train:
+        raise CliError(f"{params_path}: missing parameter train.height / train.width (the model's input size)")
+    cfg = from_mapping(ModelConfig, models[name], f"models.{name}")
+    return model_info(name, cfg, (train["height"], train["width"]))
+
+
+def load_model(args: argparse.Namespace) -> tuple[nn.Module, ModelInfo, Path]:
+    """(inference network, its description, the weights file) for --model/--name/--params."""
+    weights = weights_file(args.model)
+    info = resolve_model_info(weights, args.name, args.params)
+    return load_inference_model(weights, info), info, weights
+
+
+# ---- images and embeddings ---------------------------------------------------------------------
+
+class ImageFiles(Dataset):
+    """Image files -> {"image": eval-transformed tensor}; a bad file raises ImageReadError naming it."""
+
+    def __init__(self, paths: Sequence[Path], size: tuple[int, int]):
+        self.paths, self.transform = list(paths), eval_transform(size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"image": self.transform(read_image(self.paths[i]))}
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def collect_images(inputs: Sequence[str]) -> tuple[list[str], list[Path]]:
+    """(image ids, paths): a folder gives its .jpg/.png files (recursively, sorted) with ids relative
+    to it; a file gives itself with its file name as id."""
+    ids, paths = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted((p for p in path.rglob("*") if p.is_file() and is_image_file(p)),
+                           key=lambda p: p.relative_to(path).as_posix())
+            if not found:
+                raise CliError(f"no .jpg/.png images in folder {path}")
+            ids += [p.relative_to(path).as_posix() for p in found]
+            paths += found
+        elif path.is_file():
+            if not is_image_file(path):
+                raise CliError(f"{path}: not a .jpg/.png image")
+            ids.append(path.name)
+            paths.append(path)
+        else:
+            raise CliError(f"no such image or folder: {path}")
+    seen: dict[str, Path] = {}
+    for image_id, path in zip(ids, paths, strict=True):
+        if image_id in seen:
+            raise CliError(f"two images have the id {image_id!r}: {seen[image_id]} and {path} "
+                           f"(give their common folder instead)")
+        seen[image_id] = path
+    return ids, paths
+
+
+def embed_paths(model: nn.Module, paths: Sequence[Path], ids: Sequence[str], size: tuple[int, int], *,
+                device: torch.device, batch_size: int, flip: bool) -> np.ndarray:
+    """float32 [N, D] raw embeddings of the image files, batched (tqdm progress)."""
+    table = extract_features(model, ImageFiles(paths, size), list(ids), device=device, batch_size=batch_size,
+                             flip=flip)
+    return feature_matrix(table, "embeddings")
+
+
+def feature_matrix(table: pa.Table, where: str) -> np.ndarray:
+    """[N, D] float32 from a ``feature: fixed_size_list<float32>`` column."""
+    column = table.column("feature").combine_chunks()
+    if not pa.types.is_fixed_size_list(column.type):
+        raise CliError(f"{where}: column 'feature' must be fixed_size_list<float32>, got {column.type}")
+    dim = column.type.list_size
+    return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+
+
+# ---- subcommands -------------------------------------------------------------------------------
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    ids, paths = collect_images(args.inputs)
+    model, info, weights = load_model(args)
+    features = embed_paths(model, paths, ids, info.input_size, device=default_device(args.device),
+                           batch_size=args.batch_size, flip=args.flip)
+    if args.metric == "cosine":
+        features = l2_normalize(features)
+    table = pa.table({
+        "image_id": pa.array(ids, pa.string()),
+        "path": pa.array([str(p.resolve()) for p in paths], pa.string()),
+        "feature": pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1), pa.float32()), features.shape[1]),
+    })
+    h, w = info.input_size
+    write_parquet_atomic(args.out, table, {"model": info.name, "model_sha256": file_sha256(weights),
+                                           "flip": args.flip, "size": f"{h}x{w}",
+                                           "metric": args.metric})
+    print(f"embedded {len(ids)} images with {info.name} ({features.shape[1]}-d, {args.metric}) -> {args.out}")
+
+
+def read_gallery(path: str) -> tuple[pa.Table, dict[str, str]]:
+    """The gallery table (image_id, feature[, path]) and its metadata; clear errors for bad files."""
+    if not Path(path).is_file():
+        raise CliError(f"gallery file not found: {path}")
+    try:
+        table = pq.read_table(path)
+        meta = parquet_metadata(path)
+    except (pa.ArrowException, OSError) as err:
+        raise CliError(f"{path}: not a readable Parquet feature file ({str(err).splitlines()[0]})") from None
+    missing = [c for c in ("image_id", "feature") if c not in table.column_names]
+    if missing:
+        raise CliError(f"{path}: missing column(s) {', '.join(missing)} (write it with `reid embed`)")
+    if table.num_rows == 0:
+        raise CliError(f"{path}: the gallery is empty")
+    return table, meta
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    if args.top_k < 1:
+        raise CliError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.draw and Path(args.draw).suffix.lower() not in IMAGE_SUFFIXES:
+        raise CliError(f"--draw {args.draw}: the picture must be a .png or .jpg file")
+    table, meta = read_gallery(args.gallery)
+    ids, paths = collect_images(args.queries)
+    if args.draw and "path" not in table.column_names:
+        raise CliError(f"--draw needs the gallery's image paths: {args.gallery} has no 'path' column")
+    # Embed queries the way the gallery was embedded (flip, metric); files from the features stage
+    # (raw features, no metric recorded) are compared by cosine, as the evaluate stage does by default.
+    flip = meta.get("flip", "true").lower() == "true"
+    metric = meta.get("metric", "cosine")
+    if metric not in ("cosine", "l2"):
+        raise CliError(f"{args.gallery}: unknown metric {metric!r} in its metadata (expected cosine or l2)")
+    model, info, weights = load_model(args)
+    digest = file_sha256(weights)
+    if meta.get("model_sha256", digest) != digest:
+        raise CliError(f"{args.gallery} was embedded with other weights than {weights}: re-embed it with this model")
+    h, w = info.input_size
+    if meta.get("size", f"{h}x{w}") != f"{h}x{w}":
+        raise CliError(f"{args.gallery} was embedded at {meta['size']}, this model's input is {h}x{w}")
+    gallery = feature_matrix(table, args.gallery)
+    queries = embed_paths(model, paths, ids, info.input_size, device=default_device(args.device),
+                          batch_size=args.batch_size, flip=flip)
+    if metric == "cosine":
+        queries, gallery = l2_normalize(queries), l2_normalize(gallery)
+    dists, idxs = search(queries, gallery, args.top_k, metric)
+    gallery_ids = table.column("image_id").to_pylist()
+    for q, image_id in enumerate(ids):
+        print(f"query {image_id}")
+        print("rank\timage_id\tdistance")
+        for rank, (g, d) in enumerate(zip(idxs[q], dists[q], strict=True), 1):
+            print(f"{rank}\t{gallery_ids[g]}\t{d:.6f}")
+    if args.draw:
+        draw_ranked(args.draw, table, paths, idxs, dists, info.input_size)
+        print(f"ranked lists -> {args.draw}")
+
+
+def draw_ranked(out: str, table: pa.Table, query_paths: Sequence[Path], idxs: np.ndarray, dists: np.ndarray,
+                size: tuple[int, int]) -> None:
+    """One row per query: the query, then its top-k gallery images captioned with rank and distance."""
+    gallery_paths = table.column("path").to_pylist()
+    cells, captions = [], []
+    for q, path in enumerate(query_paths):
+        cells.append(read_image(path))
+        captions.append("query")
+        for rank, (g, d) in enumerate(zip(idxs[q], dists[q], strict=True), 1):
+            cells.append(read_image(gallery_paths[g]))
+            captions.append(f"{rank}:{d:.2f}")
+    write_image(out, make_grid(cells, idxs.shape[1] + 1, captions=captions, cell_size=size))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    model, info, _ = load_model(args)
+    export = export_onnx if args.format == "onnx" else export_torchscript
+    export(model, args.out, info)
+    print(f"exported {info.name} inference network ({model.feature_dim}-d) as {args.format} -> {args.out}")
+
+
+# ---- argument parsing --------------------------------------------------------------------------
+
+def _model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="trained model folder (model.pt + model.json) or model.pt")
+    parser.add_argument("--name", help=f"model name ({', '.join(MODEL_NAMES)}); default: model.json's or the folder's")
+    parser.add_argument("--params", help="params file describing the model (models.<name>, train.height/width) "
+                                         "instead of model.json (default when there is none: ./params.yaml)")
+
+
+def _run_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reid", description="Use a trained reID model: embed, search, export.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("embed", help="embed images or folders into a Parquet feature file")
+    _model_args(p)
+    _run_args(p)
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help=".jpg/.png files or folders of them")
+    p.add_argument("--out", required=True, help="output Parquet file (image_id, path, feature)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                   help="average with the mirrored image's embedding (default: on)")
+    p.add_argument("--metric", choices=("cosine", "l2"), default="cosine",
+                   help="cosine stores L2-normalised features (default); l2 stores raw ones")
+    p.set_defaults(run=cmd_embed)
+
+    p = sub.add_parser("search", help="rank an embedded gallery for query images")
+    _model_args(p)
+    _run_args(p)
+    p.add_argument("--gallery", required=True, help="Parquet feature file written by `reid embed`")
+    p.add_argument("queries", nargs="+", metavar="QUERY_IMAGE")
+    p.add_argument("--top-k", type=int, default=10,
+                   help="list length (default 10); distance = 1 - cosine, or squared L2 for an l2 gallery")
+    p.add_argument("--draw", help="also write a picture: each query and its top-k (PNG/JPEG)")
+    p.set_defaults(run=cmd_search)
+
+    p = sub.add_parser("export", help="export the inference network to ONNX or TorchScript")
+    _model_args(p)
+    p.add_argument("--format", choices=("onnx", "torchscript"), required=True)
+    p.add_argument("--out", required=True, help="output file (.onnx / .pt)")
+    p.set_defaults(run=cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; returns the exit status (0 ok, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "batch_size", 1) < 1:
+        print(f"reid {args.command}: error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
+        return 2
+    try:
+        args.run(args)
+    except (CliError, ValueError, OSError) as err:  # ValueError covers ConfigError, ImageReadError, ArrowInvalid
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"reid {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Trained-model bundles for users, and export of the inference network to ONNX / TorchScript.
+
+A trained model folder (``data/models/<name>/``) holds ``model.pt``, the tensors-only state dict of
+the TRAINING model, and ``model.json``, the few facts needed to rebuild it without the repo's
+params.yaml: the model name, its ModelConfig and the input size (H, W) it was trained at.
+
+Only the inference network is ever rebuilt for use (``model.inference_model()``: for dsa the
+MF-Stream, the DSAG-Stream is dropped). Its weights are the state dict's entries of the tensors it
+shares with the training model, so the number of training identities (the classifier shapes) is not
+needed; the whole state dict's keys are still checked against the named model so that weights of
+another model (e.g. baseline2b read as dsa) are refused rather than half-loaded.
+
+Exported files take ``image``: float32 [B, 3, H, W] RGB scaled to [0, 1] and ImageNet-normalised
+(``reid.data.transforms.eval_transform``), batch size free, and give ``feature``: [B, D], the raw
+(not L2-normalised) embedding. Both carry ``model.json``-like metadata (ONNX metadata_props,
+TorchScript extra file ``reid.json``).
+
+Both exporters used here are deprecated upstream (torch.jit, the TorchScript-based ONNX exporter)
+but are what needs no extra packages today; their deprecation notices are silenced so that the
+``reid export`` output stays readable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import pickle
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from reid.config import from_mapping
+from reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from reid.io import atomic_path, write_json_atomic
+from reid.modeling.build import MODEL_NAMES, ModelConfig, build_model
+
+WEIGHTS_FILE = "model.pt"
+INFO_FILE = "model.json"
+INFO_FORMAT = "reid-model/1"
+ONNX_OPSET = 17
+
+
+@dataclass
+class ModelInfo:
+    """What rebuilds a trained model's inference network: name, ModelConfig, input size (H, W)."""
+
+    name: str
+    model: ModelConfig
+    input_size: tuple[int, int]
+
+    def as_json(self) -> dict:
+        return {"format": INFO_FORMAT, "name": self.name, "model": dataclasses.asdict(self.model),
+                "input_size": list(self.input_size)}
+
+
+def model_info(name: str, model: ModelConfig, input_size: tuple[int, int]) -> ModelInfo:
+    """A checked ModelInfo (known model name, positive input size, valid ModelConfig)."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
+    try:
+        h, w = (int(v) for v in input_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"input size must be two integers (height, width), got {input_size!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"input size must be positive, got {h}x{w}")
+    model.validate()
+    return ModelInfo(name, model, (h, w))
+
+
+def write_model_info(folder: str | os.PathLike, info: ModelInfo) -> Path:
+    """Write ``<folder>/model.json`` (atomically); the train stage calls this beside model.pt."""
+    path = Path(folder) / INFO_FILE
+    write_json_atomic(path, info.as_json())
+    return path
+
+
+def read_model_info(path: str | os.PathLike) -> ModelInfo:
+    """ModelInfo from a ``model.json``; errors name the file and the bad field."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable model.json ({err})") from None
+    if not isinstance(data, dict) or data.get("format") != INFO_FORMAT:
+        raise ValueError(f"{path}: not a reid model.json (expected \"format\": \"{INFO_FORMAT}\")")
+    try:
+        cfg = from_mapping(ModelConfig, data["model"], f"{path}: model")
+        return model_info(data["name"], cfg, data["input_size"])
+    except KeyError as err:
+        raise ValueError(f"{path}: missing field {err}") from None
+
+
+def weights_file(model: str | os.PathLike) -> Path:
+    """The weights file a ``--model`` argument names: the file itself, or ``<folder>/model.pt``."""
+    path = Path(model)
+    weights = path / WEIGHTS_FILE if path.is_dir() else path
+    if not weights.is_file():
+        raise FileNotFoundError(f"no model weights at {weights}")
+    return weights
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (ties a feature file to the weights that made it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A tensors-only state dict (``torch.load(weights_only=True)``), with a clear error otherwise."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: not a tensors-only PyTorch state dict ({first[:200]})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a state dict of tensors (as written by the train stage)")
+    return state
+
+
+def _inference_state(model: nn.Module, inference: nn.Module, state: dict[str, torch.Tensor]
+                     ) -> dict[str, torch.Tensor]:
+    """`state` (keyed like `model`) re-keyed for `inference`, which shares tensors with `model`."""
+    full_name = {id(t): k for k, t in model.state_dict(keep_vars=True).items()}
+    out = {}
+    for key, tensor in inference.state_dict(keep_vars=True).items():
+        if id(tensor) not in full_name:
+            raise ValueError(f"inference_model() tensor {key} is not shared with the model")
+        out[key] = state[full_name[id(tensor)]]
+    return out
+
+
+def load_inference_model(weights: str | os.PathLike, info: ModelInfo) -> nn.Module:
+    """The trained inference network (eval mode, CPU) from a training state dict."""
+    state = load_state(weights)
+    # ImageNet weights would be overwritten at once: never look for them (nor warn they are missing).
+    model = build_model(info.name, 2, dataclasses.replace(info.model, pretrained=None))
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ValueError(f"{weights} does not hold a {info.name!r} model with this config: "
+                         f"missing {missing[:3]}, unexpected {unexpected[:3]} (wrong model name?)")
+    inference = model.inference_model()
+    try:
+        inference.load_state_dict(_inference_state(model, inference, state), strict=True)
+    except RuntimeError as err:  # shape mismatches: another backbone or width
+        raise ValueError(f"{weights} does not match model {info.name!r} with this config: "
+                         f"{str(err).splitlines()[-1].strip()[:300]}") from None
+    return inference.eval()
+
+
+@contextmanager
+def _quiet_deprecations() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
+def export_metadata(info: ModelInfo, feature_dim: int) -> dict[str, str]:
+    """What a user of an exported file needs to feed it: input layout, size, normalisation."""
+    h, w = info.input_size
+    return {"reid_model": info.name, "input": f"image float32 [B, 3, {h}, {w}] RGB in [0, 1], ImageNet-normalised",
+            "input_size": f"{h}x{w}", "mean": json.dumps(IMAGENET_MEAN), "std": json.dumps(IMAGENET_STD),
+            "feature_dim": str(feature_dim), "output": "feature float32 [B, D], not L2-normalised",
+            "model_config": json.dumps(dataclasses.asdict(info.model))}
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, info: ModelInfo, *, opset: int = ONNX_OPSET) -> Path:
+    """ONNX file of `model` (an inference network) with a dynamic batch axis.
+
+    Uses the TorchScript-based exporter (``dynamo=False``): it needs only the ``onnx`` package,
+    while the torch.export-based one also needs ``onnxscript``. In eval mode it folds BatchNorm
+    into the convolutions, so compare weights with `onnx_weight_count`, not all initializers.
+    """
+    import onnx
+
+    path = Path(path)
+    model = model.eval().cpu()
+    example = torch.zeros(2, 3, *info.input_size)
+    with atomic_path(path) as tmp, _quiet_deprecations():
+        torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=opset,
+                          input_names=["image"], output_names=["feature"],
+                          dynamic_axes={"image": {0: "batch"}, "feature": {0: "batch"}})
+        proto = onnx.load(str(tmp))
+        for key, value in export_metadata(info, int(model.feature_dim)).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(proto, str(tmp))
+    return path
+
+
+def export_torchscript(model: nn.Module, path: str | os.PathLike, info: ModelInfo) -> Path:
+    """TorchScript file of `model` (traced; batch size free), metadata in the extra file ``reid.json``."""
+    path = Path(path)
+    model = model.eval().cpu()
+    example = torch.zeros(2, 3, *info.input_size)
+    with torch.no_grad(), _quiet_deprecations():
+        traced = torch.jit.trace(model, example, check_trace=False)
+    extra = {"reid.json": json.dumps(export_metadata(info, int(model.feature_dim)))}
+    with atomic_path(path) as tmp, _quiet_deprecations():
+        torch.jit.save(traced, str(tmp), _extra_files=extra)
+    return path
+
+
+def weight_count(model: nn.Module) -> int:
+    """Number of convolution and linear weights (BatchNorm folding leaves these unchanged)."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear))
+
+
+def onnx_weight_count(path: str | os.PathLike) -> int:
+    """Number of weights feeding the Conv / Gemm / MatMul nodes of an ONNX file (cf. `weight_count`)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    sizes = {t.name: math.prod(t.dims) for t in graph.initializer}
+    return sum(sizes.get(n.input[1], 0) for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul"))

@@ -1,0 +1,210 @@
+"""The `reid` command, run in-process: embed, search (planted duplicate at rank 1), export, bad input."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from reid.cli import main
+from reid.data.transforms import eval_transform
+from reid.engine.inference import embed
+from reid.export import model_info, write_model_info
+from reid.io import parquet_metadata, read_image, write_parquet_atomic
+from reid.modeling.build import ModelConfig, build_model
+
+SIZE = (64, 32)
+CFG = ModelConfig(backbone="resnet18", pretrained=None, id_head_hidden=16)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny convs gain nothing from threads, and on a shared 2-core machine threads spin-wait."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def person_like(seed: int) -> np.ndarray:
+    """A 64x32 RGB image of a few coloured blocks (distinct per seed)."""
+    rng = np.random.default_rng(seed)
+    image = np.full((*SIZE, 3), rng.integers(0, 256, 3), np.uint8)
+    for _ in range(4):
+        y, x = rng.integers(0, SIZE[0] - 8), rng.integers(0, SIZE[1] - 8)
+        image[y:y + rng.integers(8, 30), x:x + rng.integers(6, 20)] = rng.integers(0, 256, 3)
+    return image
+
+
+def write_rgb(path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A trained-model folder (model.pt as the train stage writes it + model.json), a gallery folder
+    holding a lossless copy of the query among distractors, and the query image."""
+    root = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    model = build_model("baseline", 5, CFG).eval()
+    folder = root / "models" / "baseline"
+    folder.mkdir(parents=True)
+    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, folder / "model.pt")
+    write_model_info(folder, model_info("baseline", CFG, SIZE))
+    gallery = root / "gallery"
+    for i in range(5):
+        write_rgb(gallery / f"g{i}.png", person_like(i))
+    write_rgb(gallery / "sub" / "g5.jpg", person_like(5))
+    query = person_like(42)
+    write_rgb(gallery / "m_dup.png", query)
+    write_rgb(root / "query.png", query)
+    return {"root": root, "model": model, "folder": folder, "gallery": gallery, "query": root / "query.png"}
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def gallery_file(world):
+    out = world["root"] / "gallery.parquet"
+    assert main(["embed", "--model", str(world["folder"]), str(world["gallery"]), "--out", str(out),
+                 "--batch-size", "3"]) == 0
+    return out
+
+
+def test_embed_folder_writes_ids_paths_features_and_metadata(world, gallery_file) -> None:
+    table = pq.read_table(gallery_file)
+    ids = table["image_id"].to_pylist()
+    assert ids == ["g0.png", "g1.png", "g2.png", "g3.png", "g4.png", "m_dup.png", "sub/g5.jpg"]
+    paths = table["path"].to_pylist()
+    assert all(p.endswith(i) for p, i in zip(paths, ids, strict=True))
+    features = np.array(table["feature"].to_pylist(), np.float32)
+    assert features.shape == (7, 512)
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5)  # cosine: stored normalised
+    meta = parquet_metadata(gallery_file)
+    assert (meta["model"], meta["metric"], meta["flip"], meta["size"]) == ("baseline", "cosine", "True", "64x32")
+    # the stored embedding is the model's flip-averaged feature of the eval-transformed image
+    image = eval_transform(SIZE)(read_image(paths[6]))[None]
+    expected = embed(world["model"].inference_model(), image, flip=True)[0].numpy()
+    np.testing.assert_allclose(features[6], expected / np.linalg.norm(expected), atol=1e-5)
+
+
+def test_search_finds_the_planted_duplicate_at_rank_1_and_draws(world, gallery_file, capsys) -> None:
+    drawing = world["root"] / "ranked.png"
+    code, out, err = run(["search", "--model", world["folder"], "--gallery", gallery_file, world["query"],
+                          "--top-k", 3, "--draw", drawing], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "query query.png" and lines[1] == "rank\timage_id\tdistance"
+    ranked = [line.split("\t") for line in lines[2:5]]
+    assert [r[0] for r in ranked] == ["1", "2", "3"]
+    assert ranked[0][1] == "m_dup.png" and float(ranked[0][2]) < 1e-5
+    assert float(ranked[1][2]) > 1e-4  # the others are really further away
+    picture = read_image(drawing)
+    assert picture.shape[1] == 4 * (SIZE[1] + 2) + 2  # query + top-3 in one row
+
+
+def test_search_reads_a_features_stage_file(world, gallery_file, tmp_path, capsys) -> None:
+    """data/features/<name>.parquet: raw features, no path column, no metric recorded -> cosine."""
+    table = pq.read_table(gallery_file)
+    scaled = np.array(table["feature"].to_pylist(), np.float32) * np.arange(1, 8, dtype=np.float32)[:, None]
+    stage_file = tmp_path / "features.parquet"
+    write_parquet_atomic(stage_file, pa.table({
+        "image_id": table["image_id"],
+        "feature": pa.FixedSizeListArray.from_arrays(pa.array(scaled.reshape(-1)), scaled.shape[1])}),
+        {"model": "baseline", "flip": True, "size": "64x32"})
+    code, out, err = run(["search", "--model", world["folder"], "--gallery", stage_file, world["query"]], capsys)
+    assert code == 0, err
+    ranked = [line.split("\t") for line in out.splitlines()[2:]]
+    assert len(ranked) == 7 and ranked[0][1] == "m_dup.png" and float(ranked[0][2]) < 1e-5
+    code, _, err = run(["search", "--model", world["folder"], "--gallery", stage_file, world["query"],
+                        "--draw", tmp_path / "r.png"], capsys)
+    assert code == 2 and "has no 'path' column" in err
+
+
+def test_model_described_by_params_file_gives_the_same_features(world, gallery_file, tmp_path) -> None:
+    folder = tmp_path / "baseline"
+    folder.mkdir()
+    (folder / "model.pt").write_bytes((world["folder"] / "model.pt").read_bytes())  # no model.json
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"train": {"height": SIZE[0], "width": SIZE[1]},
+                                      "models": {"baseline": {"backbone": "resnet18", "pretrained": None,
+                                                              "id_head_hidden": 16}}}))
+    out = tmp_path / "g.parquet"
+    assert main(["embed", "--model", str(folder / "model.pt"), "--params", str(params), "--metric", "l2",
+                 "--no-flip", str(world["gallery"] / "g0.png"), "--out", str(out)]) == 0
+    raw = np.array(pq.read_table(out)["feature"].to_pylist(), np.float32)[0]
+    stored = np.array(pq.read_table(gallery_file)["feature"].to_pylist(), np.float32)[0]
+    assert abs(np.linalg.norm(raw) - 1.0) > 1e-3  # l2: raw features
+    image = eval_transform(SIZE)(read_image(world["gallery"] / "g0.png"))[None]
+    np.testing.assert_allclose(raw, embed(world["model"].inference_model(), image)[0].numpy(), atol=1e-5)
+    assert not np.allclose(raw / np.linalg.norm(raw), stored, atol=1e-4)  # flip was off here
+
+
+def test_export_onnx_from_the_command_line(world, tmp_path, capsys) -> None:
+    out = tmp_path / "baseline.onnx"
+    code, stdout, err = run(["export", "--model", world["folder"], "--format", "onnx", "--out", out], capsys)
+    assert code == 0, err
+    assert "onnx" in stdout
+    images = torch.randn(2, 3, *SIZE)
+    (got,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": images.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, world["model"].forward_features(images).numpy(), atol=1e-4, rtol=0)
+
+
+def bad_cases(world, tmp_path) -> dict[str, tuple[list, str]]:
+    not_image = tmp_path / "notes.txt"
+    not_image.write_text("hello")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    empty_gallery = tmp_path / "empty.parquet"
+    pq.write_table(pq.read_table(world["root"] / "gallery.parquet").slice(0, 0), empty_gallery)
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"not parquet")
+    folder, gallery, query = world["folder"], world["root"] / "gallery.parquet", world["query"]
+    out = tmp_path / "o.parquet"
+    return {
+        "missing model": (["embed", "--model", tmp_path / "nope", query, "--out", out], "no model weights"),
+        "wrong model name": (["embed", "--model", folder, "--name", "dsa", query, "--out", out], "--name dsa"),
+        "wrong image type": (["embed", "--model", folder, not_image, "--out", out], "not a .jpg/.png"),
+        "unreadable image": (["embed", "--model", folder, broken, "--out", out], "unreadable or truncated"),
+        "missing image": (["embed", "--model", folder, tmp_path / "x.png", "--out", out], "no such image"),
+        "empty folder": (["embed", "--model", folder, empty_dir, "--out", out], "no .jpg/.png images"),
+        "empty gallery": (["search", "--model", folder, "--gallery", empty_gallery, query], "gallery is empty"),
+        "not a gallery": (["search", "--model", folder, "--gallery", garbage, query], "not a readable Parquet"),
+        "bad query": (["search", "--model", folder, "--gallery", gallery, broken], "unreadable or truncated"),
+        "bad top-k": (["search", "--model", folder, "--gallery", gallery, query, "--top-k", 0], "--top-k"),
+        "bad picture type": (["search", "--model", folder, "--gallery", gallery, query, "--draw", tmp_path / "r.gif"],
+                             "must be a .png or .jpg"),
+    }
+
+
+def test_bad_input_gives_one_line_error_and_nonzero_exit(world, gallery_file, tmp_path, capsys) -> None:
+    for case, (argv, message) in bad_cases(world, tmp_path).items():
+        code, _, err = run(argv, capsys)
+        assert code != 0, case
+        assert message in err, (case, err)
+        assert "Traceback" not in err, (case, err)
+        message_line = err.rstrip("\n").split("\r")[-1]  # after tqdm's cleared progress line, if any
+        assert message_line.startswith(f"reid {argv[0]}: error: ") and "\n" not in message_line, (case, err)
+
+
+def test_weights_of_another_model_are_refused(world, tmp_path, capsys) -> None:
+    folder = tmp_path / "dsa"
+    folder.mkdir()
+    (folder / "model.pt").write_bytes((world["folder"] / "model.pt").read_bytes())
+    write_model_info(folder, model_info("dsa", CFG, SIZE))  # says dsa, holds baseline weights
+    code, _, err = run(["export", "--model", folder, "--format", "torchscript", "--out", tmp_path / "m.pt"], capsys)
+    assert code == 2 and "does not hold a 'dsa' model" in err and "Traceback" not in err
+    assert not (tmp_path / "m.pt").exists()

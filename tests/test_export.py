@@ -1,0 +1,167 @@
+"""Model bundles and export: weights round trip, wrong-model refusal, ONNX/TorchScript equal PyTorch."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from reid.config import ConfigError
+from reid.export import (
+    export_onnx,
+    export_torchscript,
+    load_inference_model,
+    model_info,
+    onnx_weight_count,
+    read_model_info,
+    weight_count,
+    write_model_info,
+)
+from reid.modeling.build import ModelConfig, build_model
+
+SIZE = (64, 32)
+CFG = ModelConfig(backbone="resnet18", pretrained=None, width_mult=0.125, id_head_hidden=16)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny convs gain nothing from threads, and on a shared 2-core machine threads spin-wait."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def save_trained(model: torch.nn.Module, folder) -> str:
+    """model.pt exactly as the train stage writes it (tensors only)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, folder / "model.pt")
+    return folder / "model.pt"
+
+
+def randomise_bn(model: torch.nn.Module) -> None:
+    """Non-trivial BatchNorm statistics, so that BN folding in the export is really exercised."""
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """{name: (training model, weights path)} for a tiny baseline and dsa with 5 identities."""
+    root = tmp_path_factory.mktemp("models")
+    out = {}
+    for name in ("baseline", "dsa"):
+        torch.manual_seed(0)
+        model = build_model(name, 5, CFG).eval()
+        randomise_bn(model)
+        out[name] = (model, save_trained(model, root / name))
+    return out
+
+
+def test_load_inference_model_round_trip_and_drops_training_parts(trained) -> None:
+    images = torch.randn(3, 3, *SIZE)
+    for name, (model, weights) in trained.items():
+        net = load_inference_model(weights, model_info(name, CFG, SIZE))
+        assert not net.training
+        with torch.no_grad():
+            assert torch.equal(net(images), model.forward_features(images))
+        n_net = sum(p.numel() for p in net.parameters())
+        assert n_net < sum(p.numel() for p in model.parameters())  # classifiers (and the DSAG-Stream) dropped
+    dsa_net = load_inference_model(trained["dsa"][1], model_info("dsa", CFG, SIZE))
+    assert not any(name.startswith("dsag") for name, _ in dsa_net.named_parameters())
+
+
+def test_wrong_or_bad_weights_are_refused_with_clear_errors(trained, tmp_path) -> None:
+    dsa_weights = trained["dsa"][1]
+    with pytest.raises(ValueError, match="does not hold a 'baseline2b' model"):  # extra DSAG-Stream keys
+        load_inference_model(dsa_weights, model_info("baseline2b", CFG, SIZE))
+    with pytest.raises(ValueError, match="does not hold a 'baseline' model"):
+        load_inference_model(dsa_weights, model_info("baseline", CFG, SIZE))
+    r50 = ModelConfig(backbone="resnet50", pretrained=None, id_head_hidden=16)
+    with pytest.raises(ValueError, match="does not"):
+        load_inference_model(trained["baseline"][1], model_info("baseline", r50, SIZE))
+    pickled = tmp_path / "pickled.pt"
+    pickled.write_bytes(pickle.dumps({"weights": object()}, protocol=2))
+    with pytest.raises(ValueError, match="not a tensors-only PyTorch state dict"):
+        load_inference_model(pickled, model_info("baseline", CFG, SIZE))
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        model_info("resnet", CFG, SIZE)
+    with pytest.raises(ValueError, match="two integers"):
+        model_info("dsa", CFG, (64,))
+
+
+def test_model_info_round_trip_and_errors(tmp_path) -> None:
+    info = model_info("dsa", CFG, SIZE)
+    path = write_model_info(tmp_path, info)
+    assert path.name == "model.json"
+    back = read_model_info(path)
+    assert back == info and back.input_size == SIZE
+    data = json.loads(path.read_text())
+    data["model"]["width_mult"] = 0.0
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="width_mult"):
+        read_model_info(path)
+    data["model"]["width_mult"] = 1.0
+    del data["input_size"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="missing field 'input_size'"):
+        read_model_info(path)
+    path.write_text(json.dumps({"name": "dsa"}))
+    with pytest.raises(ValueError, match="not a reid model.json"):
+        read_model_info(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not a readable model.json"):
+        read_model_info(path)
+
+
+@pytest.mark.parametrize("name", ["baseline", "dsa"])
+def test_onnx_export_equals_pytorch_with_dynamic_batch(trained, tmp_path, name) -> None:
+    model, weights = trained[name]
+    info = model_info(name, CFG, SIZE)
+    net = load_inference_model(weights, info)
+    path = export_onnx(net, tmp_path / f"{name}.onnx", info)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    for batch in (1, 3):  # neither is the export's example batch (2)
+        images = torch.randn(batch, 3, *SIZE, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            expected = model.forward_features(images).numpy()
+        (got,) = session.run(None, {"image": images.numpy()})
+        assert got.shape == expected.shape == (batch, net.feature_dim)
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    # BN is folded into the convs; the conv weights are exactly the inference network's (no DSAG-Stream).
+    assert onnx_weight_count(path) == weight_count(net)
+    assert onnx_weight_count(path) < weight_count(model)
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert meta["reid_model"] == name and meta["input_size"] == "64x32"
+    assert meta["feature_dim"] == str(net.feature_dim)
+
+
+@pytest.mark.parametrize("name", ["baseline", "dsa"])
+def test_torchscript_export_equals_pytorch(trained, tmp_path, name) -> None:
+    model, weights = trained[name]
+    info = model_info(name, CFG, SIZE)
+    net = load_inference_model(weights, info)
+    path = export_torchscript(net, tmp_path / f"{name}.pt", info)
+    extra = {"reid.json": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+        loaded = torch.jit.load(str(path), _extra_files=extra)
+    for batch in (1, 3):
+        images = torch.randn(batch, 3, *SIZE, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(images), model.forward_features(images), atol=1e-4, rtol=0)
+    count = lambda m: sum(v.numel() for v in m.state_dict().values() if v.is_floating_point())
+    assert count(loaded) == count(net) < count(model)
+    assert json.loads(extra["reid.json"])["reid_model"] == name
