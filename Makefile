@@ -18,7 +18,7 @@ env: $(VENV)/.installed
 # The main job: the whole pipeline on the synthetic default, then the summary so far.
 repro: env
 	$(VENV)/bin/dvc repro
-	$(VENV)/bin/dvc metrics show
+	cat metrics/summary.md
 
 test: env
 	$(PY) -m pytest -q

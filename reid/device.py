@@ -13,3 +13,9 @@ def default_device(requested: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={requested!r} was requested but CUDA is not available")
     return device
+
+
+def check_device_name(requested: str) -> None:
+    """Config-time check of a `device` parameter: auto, cpu, cuda or cuda:N (availability is checked at use)."""
+    if requested != "auto" and requested.split(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {requested!r}")

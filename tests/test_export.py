@@ -29,13 +29,7 @@ SIZE = (64, 32)
 CFG = ModelConfig(backbone="resnet18", pretrained=None, width_mult=0.125, id_head_hidden=16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convs gain nothing from threads, and on a shared 2-core machine threads spin-wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def save_trained(model: torch.nn.Module, folder) -> str:

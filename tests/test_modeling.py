@@ -3,6 +3,7 @@ import warnings
 import pytest
 import torch
 import torchvision
+from modelutil import loss_history
 from torch.utils.flop_counter import FlopCounterMode
 
 from reid.config import ConfigError, from_mapping
@@ -25,13 +26,7 @@ def tiny_batch(n_ids=3, k=2, seed=0):
     }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convs gain nothing from threads, and on a shared 2-core machine threads spin-wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -258,14 +253,7 @@ def test_a_few_steps_reduce_the_loss(name):
     torch.manual_seed(0)
     model = build_model(name, 3, CFG).train()
     batch = tiny_batch(seed=1)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    history = []
-    for _ in range(6):
-        terms = model.losses(model(batch), batch)
-        opt.zero_grad()
-        sum(terms.values()).backward()
-        opt.step()
-        history.append({k: v.item() for k, v in terms.items()})
+    history = loss_history(model, batch, lr=1e-4)
     total = [sum(h.values()) for h in history]
     id_total = [sum(v for k, v in h.items() if k.startswith("id")) for h in history]
     assert total[-1] < 0.85 * total[0], total

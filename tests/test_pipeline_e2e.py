@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("baseline", "baseline2b", "dsa")
+MODELS = ("baseline", "baseline2b", "dsa", "san", "dsa_san")
 COPIED = ("reid", "stages", "profiles", "dvc.yaml", ".dvc/config", ".dvcignore")
 
 pytestmark = pytest.mark.slow
@@ -59,7 +60,14 @@ def test_repro_writes_every_output(repo):
         assert json.loads((repo / "metrics" / "train" / f"{name}.json").read_text())["epochs"] == 2
     densepose = json.loads((repo / "metrics" / "densepose.json").read_text())
     assert 0.0 < densepose["found_fraction"] <= 1.0
-    for picture in ("synth/contact_sheet.png", "dsap_samples.png"):
+    sanpg = json.loads((repo / "metrics" / "sanpg.json").read_text())
+    assert sanpg["heldout_l1"] > 0 and sanpg["n_heldout_textures"] > 0
+    texture = json.loads((repo / "metrics" / "texture.json").read_text())
+    assert texture["n_cached"] > 0 and texture["l1_pseudo"] > 0  # scored against the world's true atlases
+    summary = (repo / "metrics" / "summary.md").read_text()
+    assert all(f"| `{name}` |" in summary for name in MODELS)
+    for picture in ("synth/contact_sheet.png", "dsap_samples.png", "sanpg/samples.png", "texture_samples.png",
+                    "report/figures.png"):
         assert (repo / "data" / picture).stat().st_size > 0
 
 
@@ -69,16 +77,49 @@ def test_second_repro_does_nothing(repo):
     assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
 
 
-def test_training_knob_dirties_only_training_and_downstream(repo):
+def dirty_stages_after(repo: Path, section: str, key: str, factor: float) -> set[str]:
+    """Stages `dvc status` calls changed once params.yaml's section.key is scaled (then restored)."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["train"]["lr"] = params["train"]["lr"] * 2
+    params[section][key] = params[section][key] * factor
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         status = json.loads(run(["dvc", "status", "--json"], repo))
     finally:
-        run(["git", "checkout", "params.yaml"], repo)
-    dirty = {stage.split(":")[-1] for stage in status}
-    expected = {f"{stage}@{m}" for stage in ("train", "features", "evaluate") for m in MODELS}
+        (repo / "params.yaml").write_text(run(["git", "show", "HEAD:params.yaml"], repo))
+    return {stage.split(":")[-1] for stage in status}
+
+
+def downstream(stages: tuple[str, ...], models: tuple[str, ...]) -> set[str]:
+    return {f"{stage}@{m}" for stage in stages for m in models} | {"report"}
+
+
+def test_training_knob_dirties_only_training_and_downstream(repo):
+    dirty = dirty_stages_after(repo, "train", "lr", 2)
     assert {s for s in dirty if s.startswith("train@")} == {f"train@{m}" for m in MODELS}
-    assert dirty <= expected
-    assert not dirty & {"synthesize", "prepare", "train_densepose", "densepose", "dsap"}
+    assert dirty <= downstream(("train", "features", "evaluate"), MODELS)
+
+
+def test_san_knob_dirties_only_the_san_stages(repo):
+    dirty = dirty_stages_after(repo, "train_sanpg", "lr", 2)
+    assert {"train_sanpg", "texture", "train@san", "train@dsa_san"} <= dirty
+    assert dirty <= {"train_sanpg", "texture"} | downstream(("train", "features", "evaluate"), ("san", "dsa_san"))
+
+
+def test_dsap_knob_dirties_only_the_dsa_models(repo):
+    dirty = dirty_stages_after(repo, "dsap", "batch_size", 2)
+    assert {"dsap", "train@dsa", "train@dsa_san"} <= dirty
+    assert dirty <= {"dsap"} | downstream(("train", "features", "evaluate"), ("dsa", "dsa_san"))
+
+
+def test_experiment_runs_only_dependent_stages_and_metrics_diff_compares_commits(repo):
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "micro results"], repo)
+    out = run(["dvc", "exp", "run", "-S", "train.lr=0.002"], repo)
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    assert ran == downstream(("train", "features", "evaluate"), MODELS)
+    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"] == 0.002
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "lr 0.002"], repo)
+    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], repo))
+    assert "final_loss" in diff["metrics/train/baseline.json"]  # another lr: another training curve
+    assert not any(path.startswith("metrics/densepose") for path in diff)  # DensePose did not re-run

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from modelutil import loss_history
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -41,13 +42,7 @@ def inference_flops(fn, image: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convs gain nothing from threads, and on a shared 2-core machine threads spin-wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -241,14 +236,7 @@ def test_a_few_steps_reduce_the_loss(name):
     torch.manual_seed(0)
     model = build_model(name, 3, CFG).train()
     batch = tiny_batch(seed=1)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    history = []
-    for _ in range(6):
-        terms = model.losses(model(batch), batch)
-        opt.zero_grad()
-        sum(terms.values()).backward()
-        opt.step()
-        history.append({k: v.item() for k, v in terms.items()})
+    history = loss_history(model, batch, lr=1e-3)
     total = [sum(h.values()) for h in history]
     assert total[-1] < total[0]
     assert history[-1]["recon"] < history[0]["recon"]

@@ -184,23 +184,23 @@ def test_train_stage_writes_outputs_and_continues(tmp_path, monkeypatch) -> None
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(stage, "build_model", lambda name, num_classes, cfg: TinyModel(num_classes))
     params = {"train": {"epochs": 1, "p": 4, "k": 2, "height": 16, "width": 8, "num_workers": 0, "device": "cpu"},
-              "models": {"tiny": {"backbone": "resnet18", "pretrained": None}}}
+              "models": {"baseline": {"backbone": "resnet18", "pretrained": None}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    stage.main(["tiny"])
-    summary = json.loads((tmp_path / "metrics/train/tiny.json").read_text())
+    stage.main(["baseline"])
+    summary = json.loads((tmp_path / "metrics/train/baseline.json").read_text())
     assert summary["epochs"] == 1 and summary["images_per_s"] > 0 and math.isfinite(summary["final_loss"])
-    weights = torch.load(tmp_path / "data/models/tiny/model.pt", weights_only=True)
+    weights = torch.load(tmp_path / "data/models/baseline/model.pt", weights_only=True)
     assert set(weights) == set(TinyModel(8).state_dict())
 
     params["train"]["epochs"] = 2  # e.g. `dvc exp run -S train.epochs=2`: continues from epoch 1
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    stage.main(["tiny"])
-    rows = (tmp_path / "metrics/train/tiny/plots/metrics/loss.tsv").read_text().splitlines()
+    stage.main(["baseline"])
+    rows = (tmp_path / "metrics/train/baseline/plots/metrics/loss.tsv").read_text().splitlines()
     assert [r.split("\t")[0] for r in rows[1:]] == ["0", "1"]
 
     make_manifest(tmp_path / "data", n_ids=8, per_id=2)  # new data (e.g. another world seed): start over
     with pytest.warns(UserWarning, match="other settings"):
-        stage.main(["tiny"])
+        stage.main(["baseline"])
 
 
 def test_checkpoint_past_the_requested_epochs_is_not_used(dataset, tmp_path) -> None:

@@ -19,6 +19,15 @@ def _to_float() -> list[v2.Transform]:
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
 
 
+def check_augment_settings(crop_scale: float, flip_p: float, erasing_p: float) -> None:
+    """Config-time checks of train_transform's knobs (every training config has them)."""
+    if crop_scale < 1:
+        raise ValueError(f"crop_scale must be >= 1, got {crop_scale}")
+    for name, p in (("flip_p", flip_p), ("erasing_p", erasing_p)):
+        if not 0 <= p <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {p}")
+
+
 def train_transform(size: tuple[int, int], *, crop_scale: float = 1.125, flip_p: float = 0.5,
                     erasing_p: float = 0.5) -> v2.Compose:
     """uint8 RGB [H, W, 3] -> float [3, *size] normalised, with random crop, flip and erasing (SPEC §9).

@@ -37,8 +37,8 @@ class LiteArch:
     """What is needed to rebuild the network: stored beside its weights as JSON."""
 
     width: int = 16
-    input_height: int = 128
-    input_width: int = 64
+    input_height: int = 96
+    input_width: int = 48
 
     def validate(self) -> None:
         if self.width < 1:

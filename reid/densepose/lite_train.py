@@ -53,20 +53,20 @@ HELD_OUT_SPLITS = ("bounding_box_test", "query")
 class TrainDensePoseConfig:
     """params.yaml section `train_densepose`."""
 
-    epochs: int = 12
-    batch_size: int = 32
-    lr: float = 3e-3
+    epochs: int = 72
+    batch_size: int = 16
+    lr: float = 1e-2
     weight_decay: float = 1e-4
     warmup_epochs: float = 0.5
     uv_weight: float = 2.0  # L1 on U/V vs cross-entropy on parts
     recolor: bool = True  # colour augmentation (channel shuffle, gains, offset): against texture memorisation
     box_jitter: float = 0.1  # random scale 1 +- j and shift +- j (of the half size) of crop and targets; 0: off
     width: int = 16
-    input_height: int = 128
-    input_width: int = 64
+    input_height: int = 96
+    input_width: int = 48
     seed: int = 0
     device: str = "auto"
-    num_threads: int = 0  # 0: leave torch's default
+    num_threads: int = 1  # 0: torch's default; 1 is fastest on a shared 2-core machine
     max_train_images: int = 0  # 0: all
     max_eval_images: int = 0  # 0: all
     eval_batch_size: int = 64

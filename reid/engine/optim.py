@@ -19,6 +19,16 @@ class OptimSettings(Protocol):
     gamma: float
 
 
+def check_optim_settings(cfg: OptimSettings) -> None:
+    """Config-time checks shared by every config that trains with this optimiser and schedule."""
+    if cfg.lr <= 0 or cfg.weight_decay < 0:
+        raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {cfg.lr}, {cfg.weight_decay}")
+    if not 0 < cfg.warmup_factor <= 1 or not 0 < cfg.gamma <= 1:
+        raise ValueError("warmup_factor and gamma must be in (0, 1]")
+    if cfg.warmup_epochs < 0 or cfg.step_epochs < 1:
+        raise ValueError(f"warmup_epochs must be >= 0 and step_epochs >= 1, got {cfg.warmup_epochs}, {cfg.step_epochs}")
+
+
 def build_optimizer(model: nn.Module, cfg: OptimSettings) -> torch.optim.Adam:
     """Adam over all trainable parameters, one group (the paper applies decay everywhere)."""
     params = [p for p in model.parameters() if p.requires_grad]

@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from reid.data.samplers import PKSampler
-from reid.device import default_device
+from reid.data.transforms import check_augment_settings
+from reid.device import check_device_name, default_device
 from reid.engine import distributed
 from reid.engine.checkpoint import (
     checkpoint_file,
@@ -41,7 +42,7 @@ from reid.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from reid.engine.optim import build_optimizer, build_scheduler
+from reid.engine.optim import build_optimizer, build_scheduler, check_optim_settings
 
 
 @dataclass
@@ -77,17 +78,9 @@ class TrainConfig:
         for name in ("warmup_epochs", "num_workers", "max_batches_per_epoch", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
-        if not 0 < self.warmup_factor <= 1 or not 0 < self.gamma <= 1:
-            raise ValueError("warmup_factor and gamma must be in (0, 1]")
-        if self.crop_scale < 1:
-            raise ValueError(f"crop_scale must be >= 1, got {self.crop_scale}")
-        for name in ("flip_p", "erasing_p"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        check_optim_settings(self)
+        check_augment_settings(self.crop_scale, self.flip_p, self.erasing_p)
+        check_device_name(self.device)
 
     @property
     def size(self) -> tuple[int, int]:

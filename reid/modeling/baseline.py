@@ -37,10 +37,10 @@ class GlobalEncoder(nn.Module):
 class Baseline(nn.Module):
     inputs: tuple[str, ...] = ()
 
-    def __init__(self, num_classes: int, cfg: ModelConfig):
+    def __init__(self, num_classes: int, cfg: ModelConfig, encoder: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
-        self.encoder = GlobalEncoder(cfg)
+        self.encoder = GlobalEncoder(cfg) if encoder is None else encoder  # san passes its SA-Enc
         self.feature_dim = self.encoder.feature_dim
         self.classifier = IdClassifier(self.feature_dim, num_classes, cfg.id_head_hidden)
 

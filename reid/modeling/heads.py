@@ -26,6 +26,15 @@ def branch_conv(in_total: int, out_total: int, kernel: int, stride: int, groups:
     return conv
 
 
+def shortcut(in_total: int, out_total: int, stride: int, g_in: int, groups: int,
+             shared_input: bool) -> nn.Sequential | None:
+    """The residual projection (1x1 conv + BN) a block needs when its input and output differ, else None.
+    A shared input feeding several branches always needs one: each branch gets its own copy."""
+    if stride == 1 and in_total == out_total and not (shared_input and groups > 1):
+        return None
+    return nn.Sequential(branch_conv(in_total, out_total, 1, stride, g_in, groups), nn.BatchNorm2d(out_total))
+
+
 class GroupedBasicBlock(nn.Module):
     """`groups` parallel ResNet BasicBlocks (in_ch -> out_ch channels per branch)."""
 
@@ -39,10 +48,7 @@ class GroupedBasicBlock(nn.Module):
         self.conv2 = branch_conv(out_total, out_total, 3, 1, groups, groups)
         self.bn2 = nn.BatchNorm2d(out_total)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or in_total != out_total or (shared_input and groups > 1):
-            self.downsample = nn.Sequential(branch_conv(in_total, out_total, 1, stride, g_in, groups),
-                                            nn.BatchNorm2d(out_total))
+        self.downsample = shortcut(in_total, out_total, stride, g_in, groups, shared_input)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -66,10 +72,7 @@ class GroupedBottleneck(nn.Module):
         self.conv3 = branch_conv(mid, out_total, 1, 1, groups, groups)
         self.bn3 = nn.BatchNorm2d(out_total)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or in_total != out_total or (shared_input and groups > 1):
-            self.downsample = nn.Sequential(branch_conv(in_total, out_total, 1, stride, g_in, groups),
-                                            nn.BatchNorm2d(out_total))
+        self.downsample = shortcut(in_total, out_total, stride, g_in, groups, shared_input)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)

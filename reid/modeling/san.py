@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reid.losses import batch_hard_triplet, smoothed_cross_entropy
 from reid.modeling.backbone import ResNetTrunk
+from reid.modeling.baseline import Baseline
 from reid.modeling.dsa import DSAReID
-from reid.modeling.heads import IdClassifier, global_avg_pool
+from reid.modeling.heads import global_avg_pool
 from reid.parts import atlas_shape
 
 if TYPE_CHECKING:
@@ -231,22 +231,15 @@ class SANEncoder(nn.Module):
     forward_features = forward  # the inference module answers the same calls as the model
 
 
-class SAN(nn.Module):
-    """san: SA-Enc + SA-Dec (training only); see the module doc."""
+class SAN(Baseline):
+    """san: the baseline on the SA-Enc, plus the SA-Dec (training only); see the module doc."""
 
     inputs: tuple[str, ...] = ("texture",)
 
     def __init__(self, num_classes: int, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.encoder = SANEncoder(cfg)
-        self.feature_dim = self.encoder.feature_dim
-        self.classifier = IdClassifier(self.feature_dim, num_classes, cfg.id_head_hidden)
+        super().__init__(num_classes, cfg, encoder=SANEncoder(cfg))
         self.decoder = SADecoder(self.encoder.trunk.level_channels, atlas_shape(cfg.texture_tile)[:2],
                                  cfg.decoder_width_mult)
-
-    def forward_features(self, image: Tensor) -> Tensor:
-        return self.encoder(image)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         levels = self.encoder.trunk.levels(batch["image"])
@@ -254,15 +247,7 @@ class SAN(nn.Module):
         return {"feature": feature, "logits": self.classifier(feature), **_decoder_outputs(self.decoder, levels)}
 
     def losses(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        labels, cfg = batch["label"], self.cfg
-        return {
-            "id": cfg.id_weight * smoothed_cross_entropy(outputs["logits"], labels, cfg.label_smoothing),
-            "triplet": cfg.triplet_weight * batch_hard_triplet(outputs["feature"], labels, cfg.triplet_margin),
-            **texture_losses(outputs, batch, cfg),
-        }
-
-    def inference_model(self) -> nn.Module:
-        return self.encoder
+        return {**super().losses(outputs, batch), **texture_losses(outputs, batch, self.cfg)}
 
 
 # --- dsa_san ---

@@ -1,0 +1,237 @@
+"""The lite DensePose backend: inference contract, loss, training, checkpoints, resume, metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from reid.config import ConfigError, from_mapping
+from reid.densepose.base import IUVResult
+from reid.densepose.lite import (
+    LiteArch,
+    LiteEstimator,
+    build_model,
+    load_lite_estimator,
+    save_lite_model,
+)
+from reid.densepose.lite_train import (
+    TrainDensePoseConfig,
+    evaluate_lite,
+    labelled_crops,
+    lite_loss,
+    load_pairs,
+    random_box_jitter,
+    random_recolor,
+    resumable_epoch,
+    train_lite,
+    training_arrays,
+)
+from reid.io import encode_raw, write_image
+from reid.parts import N_CLASSES, N_PARTS, decode_iuv, encode_iuv
+
+TINY = dict(epochs=3, batch_size=4, lr=5e-3, width=4, input_height=32, input_width=16, warmup_epochs=0.0,
+            device="cpu", num_threads=1)
+
+
+def fake_samples(n: int, height: int = 48, width: int = 24, seed: int = 0) -> tuple[list, list]:
+    """Crops with a few coloured part blocks at random offsets; U runs down each block, V across it."""
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(0, 256, size=(N_CLASSES, 3))
+    images, iuvs = [], []
+    for _ in range(n):
+        image = rng.integers(0, 40, size=(height, width, 3)).astype(np.uint8)
+        parts = np.zeros((height, width), np.int64)
+        u = np.zeros((height, width), np.float32)
+        v = np.zeros((height, width), np.float32)
+        dy, dx = rng.integers(0, height // 4), rng.integers(0, width // 4)
+        for k, part in enumerate((23, 2, 10, 14)):
+            r0, r1 = dy + k * height // 6, dy + (k + 1) * height // 6
+            c0, c1 = dx, dx + width // 2
+            parts[r0:r1, c0:c1] = part
+            image[r0:r1, c0:c1] = colours[part]
+            u[r0:r1, c0:c1] = np.linspace(0, 1, r1 - r0)[:, None]
+            v[r0:r1, c0:c1] = np.linspace(0, 1, c1 - c0)[None, :]
+        images.append(image)
+        iuvs.append(encode_iuv(parts, u, v))
+    return images, iuvs
+
+
+def tiny_config(**changes) -> TrainDensePoseConfig:
+    return dataclasses.replace(TrainDensePoseConfig(**TINY), **changes)
+
+
+def test_predict_gives_uint8_iuv_of_each_crop_size():
+    torch.manual_seed(0)
+    arch = LiteArch(width=4, input_height=32, input_width=16)
+    estimator = LiteEstimator(build_model(arch), arch, torch.device("cpu"), batch_size=2, progress=False)
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, size=s, dtype=np.uint8) for s in [(40, 20, 3), (128, 64, 3), (301, 97, 3), (7, 5, 3)]]
+    results = estimator.predict(crops, [])
+    assert len(results) == len(crops)
+    for crop, result in zip(crops, results, strict=True):
+        assert result.iuv.dtype == np.uint8 and result.iuv.shape == crop.shape
+        parts, _, _ = decode_iuv(result.iuv)
+        assert parts.max() <= N_PARTS
+        assert (result.iuv[parts == 0] == 0).all()
+        assert result.found == bool((parts > 0).any())
+
+
+def test_predict_rejects_non_rgb_crop():
+    arch = LiteArch(width=4, input_height=32, input_width=16)
+    estimator = LiteEstimator(build_model(arch), arch, torch.device("cpu"), progress=False)
+    with pytest.raises(ValueError, match="crop 0"):
+        estimator.predict([np.zeros((10, 10), np.uint8)], [])
+
+
+def test_uv_loss_reads_only_the_ground_truth_parts_channel():
+    g = torch.Generator().manual_seed(0)
+    b, h, w = 2, 8, 6
+    logits = torch.randn(b, N_CLASSES, h, w, generator=g)
+    uv = torch.rand(b, 2, N_PARTS, h, w, generator=g)
+    parts = torch.randint(0, N_CLASSES, (b, h, w), generator=g)
+    u, v = torch.rand(b, h, w, generator=g), torch.rand(b, h, w, generator=g)
+    _, _, base = lite_loss(logits, uv, parts, u, v, uv_weight=1.0)
+
+    gt_channel = torch.zeros(b, 2, N_PARTS, h, w, dtype=torch.bool)
+    fg = parts > 0
+    for i, y, x in zip(*torch.nonzero(fg, as_tuple=True), strict=True):
+        gt_channel[i, :, parts[i, y, x] - 1, y, x] = True
+    noise = torch.rand(uv.shape, generator=g) * 10
+    _, _, other_changed = lite_loss(logits, torch.where(gt_channel, uv, uv + noise), parts, u, v, 1.0)
+    _, _, gt_changed = lite_loss(logits, torch.where(gt_channel, uv + noise, uv), parts, u, v, 1.0)
+    assert torch.allclose(other_changed, base)
+    assert gt_changed > base + 1.0
+
+
+def test_uv_loss_is_zero_without_foreground():
+    parts = torch.zeros(1, 4, 4, dtype=torch.long)
+    total, part_loss, uv_loss = lite_loss(torch.randn(1, N_CLASSES, 4, 4), torch.rand(1, 2, N_PARTS, 4, 4),
+                                          parts, torch.zeros(1, 4, 4), torch.zeros(1, 4, 4), 1.0)
+    assert uv_loss == 0 and torch.isclose(total, part_loss)
+
+
+def test_training_overfits_a_tiny_fixed_batch():
+    images, iuvs = fake_samples(4)
+    config = tiny_config(epochs=25, batch_size=4, lr=2e-2, width=8, recolor=False, box_jitter=0.0)
+    data = training_arrays(images, iuvs, config.arch())
+    losses = []
+    train_lite(config, data, on_epoch=lambda epoch, m: losses.append(m["loss"]))
+    assert losses[-1] < 0.3 * losses[0], losses
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
+    torch.manual_seed(1)
+    arch = LiteArch(width=4, input_height=32, input_width=16)
+    model = build_model(arch)
+    with torch.no_grad():  # non-trivial BN statistics, so a lost buffer would show
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    save_lite_model(model, arch, tmp_path / "lite.pt")
+    assert (tmp_path / "lite.json").is_file()
+    images, _ = fake_samples(3, 50, 30)
+    before = LiteEstimator(model, arch, torch.device("cpu"), progress=False).predict(images, [])
+    after = load_lite_estimator(tmp_path / "lite.pt", "cpu", batch_size=2).predict(images, [])
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a.iuv, b.iuv)
+
+
+def test_loading_a_missing_checkpoint_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.pt"):
+        load_lite_estimator(tmp_path / "nothing.pt")
+
+
+def test_resume_from_mid_training_checkpoint_matches_uninterrupted_run(tmp_path):
+    images, iuvs = fake_samples(10)
+    config = tiny_config(epochs=3)
+    data = training_arrays(images, iuvs, config.arch())
+    straight, _ = train_lite(config, data)
+
+    checkpoint = tmp_path / "ckpt.pt"
+    train_lite(config, data, checkpoint, stop_after=1)  # "killed" after epoch 1
+    assert resumable_epoch(checkpoint, config, data) == 1
+    resumed_epochs = []
+    resumed, _ = train_lite(config, data, checkpoint, on_epoch=lambda e, m: resumed_epochs.append(e))
+    assert resumed_epochs == [1, 2]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
+    images, iuvs = fake_samples(4)
+    config = tiny_config(epochs=1)
+    data = training_arrays(images, iuvs, config.arch())
+    train_lite(config, data, tmp_path / "ckpt.pt")
+    assert resumable_epoch(tmp_path / "ckpt.pt", config, data) == 1
+    assert resumable_epoch(tmp_path / "ckpt.pt", tiny_config(epochs=1, lr=1e-3), data) == 0
+
+
+def test_box_jitter_moves_crop_and_targets_together():
+    images, iuvs = fake_samples(4, 128, 64)
+    data = training_arrays(images, iuvs, LiteArch(4, 128, 64))
+    # An "image" whose first channel is the U target upsampled to the input size.
+    x = data["u"].repeat_interleave(2, 1).repeat_interleave(2, 2)[:, None].repeat(1, 3, 1, 1)
+    same_x, same = random_box_jitter(data, x, 0.0, torch.Generator().manual_seed(0))
+    assert torch.allclose(same_x, x, atol=1e-5) and torch.equal(same["parts"], data["parts"])
+
+    warped_x, warped = random_box_jitter(data, x, 0.2, torch.Generator().manual_seed(0))
+    assert not torch.equal(warped["parts"], data["parts"])
+    assert set(warped["parts"].unique().tolist()) <= set(data["parts"].unique().tolist())
+    inside = warped["parts"] > 0
+    image_u = warped_x[:, 0, ::2, ::2]  # input pixels nearest to the target pixels
+    error = (image_u[inside] - warped["u"][inside]).abs()
+    assert (error < 0.1).float().mean() > 0.85  # a misaligned warp scores ~0.15 here
+
+
+def test_recolor_keeps_range_and_changes_colours():
+    x = torch.rand(4, 3, 8, 4)
+    y = random_recolor(torch.Generator().manual_seed(0))(x)
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert not torch.allclose(y, x)
+
+
+class _Oracle:
+    def __init__(self, iuvs):
+        self.iuvs = iuvs
+
+    def predict(self, images, paths):
+        return [IUVResult(iuv, True) for iuv in self.iuvs]
+
+
+def test_evaluate_lite_scores_perfect_and_shifted_predictions():
+    images, iuvs = fake_samples(3)
+    perfect = evaluate_lite(_Oracle(iuvs), images, iuvs)
+    assert perfect["part_miou"] == 1.0 and perfect["uv_error"] == 0.0 and perfect["n_images"] == 3
+    shifted = evaluate_lite(_Oracle([np.roll(iuv, 3, axis=0) for iuv in iuvs]), images, iuvs)
+    assert shifted["part_miou"] < 0.9
+
+
+def test_labelled_crops_keeps_pid_above_zero_and_reads_gt(tmp_path):
+    images, iuvs = fake_samples(3, 40, 20)
+    split = tmp_path / "bounding_box_train"
+    for stem, image, iuv in zip(["0002_c1s1_000001_00", "0000_c1s1_000002_00", "-1_c2s1_000003_00"], images, iuvs, strict=True):
+        write_image(split / f"{stem}.jpg", image)
+        (tmp_path / "gt_iuv" / "bounding_box_train").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "gt_iuv" / "bounding_box_train" / f"{stem}.png").write_bytes(encode_raw(iuv))
+    pairs = labelled_crops(tmp_path, ["bounding_box_train"])
+    assert [p.name for p, _ in pairs] == ["0002_c1s1_000001_00.jpg"]
+    got_images, got_iuvs = load_pairs(pairs, "test")
+    np.testing.assert_array_equal(got_iuvs[0], iuvs[0])
+    assert got_images[0].shape == images[0].shape
+
+    (tmp_path / "gt_iuv" / "bounding_box_train" / "0002_c1s1_000001_00.png").unlink()
+    with pytest.raises(FileNotFoundError, match="0002_c1s1_000001_00.png"):
+        load_pairs(pairs, "test")
+    with pytest.raises(FileNotFoundError, match="query"):
+        labelled_crops(tmp_path, ["query"])
+
+
+def test_config_errors_name_the_parameter():
+    with pytest.raises(ConfigError, match="train_densepose.*input_height"):
+        from_mapping(TrainDensePoseConfig, {"input_height": 100}, "train_densepose")
+    with pytest.raises(ConfigError, match="train_densepose.*epochs"):
+        from_mapping(TrainDensePoseConfig, {"epochs": 0}, "train_densepose")

@@ -1,0 +1,61 @@
+"""Profiles: every profile merges onto the default and every stage's section of it validates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reid.config import ConfigError
+from reid.data.manifest import PrepareConfig
+from reid.densepose.build import DensePoseConfig
+from reid.densepose.lite_train import TrainDensePoseConfig
+from reid.dsap import DSAPConfig
+from reid.engine.trainer import TrainConfig
+from reid.evaluation import EvaluateConfig
+from reid.modeling.build import MODEL_NAMES, ModelConfig
+from reid.sanpg import SanPGConfig, TextureConfig
+from reid.synth import PitConfig, WorldConfig
+from stages.common import load_config
+from stages.features import FeaturesConfig
+from stages.profile import deep_merge, profile_params
+from stages.report import ReportConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml"))
+SECTIONS = {"synthesize.world": WorldConfig, "synthesize.pit": PitConfig, "prepare": PrepareConfig,
+            "densepose": DensePoseConfig, "dsap": DSAPConfig, "train_densepose": TrainDensePoseConfig,
+            "train_sanpg": SanPGConfig, "texture": TextureConfig, "train": TrainConfig, "features": FeaturesConfig,
+            "evaluate": EvaluateConfig, "report": ReportConfig,
+            **{f"models.{m}": ModelConfig for m in MODEL_NAMES}}
+
+
+def test_the_three_profiles_exist():
+    assert {"default", "micro", "paper"} <= set(PROFILES)
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_every_stage_section_of_every_profile_validates(name):
+    params = profile_params(name, ROOT / "profiles")
+    for dotted, cls in SECTIONS.items():
+        load_config(cls, dotted, params)
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_sizes_agree_across_stages(name):
+    params = profile_params(name, ROOT / "profiles")
+    for model in ("dsa", "dsa_san"):  # the DSAP cache and the DSAG-Stream must agree on S
+        assert params["models"][model]["dsap_size"] == params["dsap"]["size"]
+    for model in ("san", "dsa_san"):  # the pseudo textures and the decoder must agree on the atlas tile
+        assert params["models"][model]["texture_tile"] == params["train_sanpg"]["tile"]
+
+
+def test_committed_params_are_the_default_profile():
+    committed = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert committed == profile_params("default", ROOT / "profiles"), "run: python -m stages.profile default"
+
+
+def test_overlay_with_a_typo_is_rejected():
+    with pytest.raises(ConfigError, match="unknown parameter train.epoch"):
+        deep_merge({"train": {"epochs": 1}}, {"train": {"epoch": 2}})
