@@ -3,10 +3,15 @@
 Same model, same dataset, P x K sampler, transforms and Adam; the bare loop has no checkpoint,
 no DVCLive, no progress bar, no per-epoch reseeding. Prints images/s of both and their ratio
 (target: ours >= 0.90 x bare, i.e. overhead <= 10 %), wall time including the per-epoch
-checkpoint, and on CPU the ratio of process CPU seconds (robust on a shared machine). Model: the resnet18 baseline at 128x64 when reid.modeling is present, else a
-small stand-in.
+checkpoint, and on CPU the ratio of process CPU seconds (robust on a shared machine). Model: the
+resnet18 baseline when reid.modeling is present, else a small stand-in.
+
+Then the cost of one training step (forward, losses, backward, Adam) of every model relative to
+its reference: `dsa` and `dsa_san` against `baseline2b` (the DSAG-Stream's price), `baseline2b`
+and `san` against `baseline`. Sizes are the default profile's (64x32 crops, S = 12 DSAP, P8 x K4).
 
     .venv/bin/python bench/bench_train.py [--epochs 2] [--batches 2] [--model auto|resnet18|standin]
+                                          [--size 64 32] [--dsap-size 12] [--skip-models]
 """
 
 from __future__ import annotations
@@ -77,6 +82,50 @@ def make_model(kind: str, num_classes: int) -> nn.Module:
     return StandIn(num_classes)
 
 
+def plain_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> None:
+    """Forward, summed losses, backward, optimizer step: the bare PyTorch reference."""
+    loss = sum(model.losses(model(batch), batch).values())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def step_seconds(name: str, size: tuple[int, int], dsap_size: int, p: int, k: int, device: torch.device,
+                 repeats: int) -> float:
+    """Best-of-`repeats` seconds of one training step of model `name` (default-profile config) on random inputs."""
+    from reid.modeling.build import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="resnet18", pretrained=None, width_mult=0.25, dsap_size=dsap_size, texture_tile=32,
+                      decoder_width_mult=0.5)
+    model = build_model(name, 100, cfg).to(device).train()
+    b = p * k
+    batch = {"image": torch.randn(b, 3, *size), "label": torch.arange(p).repeat_interleave(k),
+             "dsap": torch.randn(b, 24, 3, dsap_size, dsap_size), "texture": torch.rand(b, 3, 6 * 32, 4 * 32) * 2 - 1}
+    batch = {key: v.to(device) for key, v in batch.items() if key in ("image", "label", *model.inputs)}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    times = []
+    for _ in range(repeats + 1):  # the first step warms up allocators and kernels
+        start = time.perf_counter()
+        plain_step(model, optimizer, batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return min(times[1:])
+
+
+def print_step_costs(size: tuple[int, int], dsap_size: int, p: int, k: int, device: torch.device,
+                     repeats: int) -> None:
+    seconds = {m: step_seconds(m, size, dsap_size, p, k, device, repeats)
+               for m in ("baseline", "baseline2b", "dsa", "san", "dsa_san")}
+    reference = {"baseline": "baseline", "baseline2b": "baseline", "dsa": "baseline2b", "san": "baseline",
+                 "dsa_san": "baseline2b"}
+    print(f"training step cost, {size[0]}x{size[1]}, DSAP S={dsap_size}, batch {p}x{k}, {device}, best of {repeats}")
+    for name, s in seconds.items():
+        ref = reference[name]
+        print(f"  {name:10s} {s:7.3f} s/step  {p * k / s:7.1f} images/s   x{s / seconds[ref]:.2f} of {ref}")
+
+
 def bare_loop(model: nn.Module, dataset: MemoryDataset, cfg: TrainConfig, device: torch.device) -> tuple[float, float]:
     """(wall, process CPU) seconds for cfg.epochs x cfg.max_batches_per_epoch plain steps."""
     model.to(device).train()
@@ -87,11 +136,7 @@ def bare_loop(model: nn.Module, dataset: MemoryDataset, cfg: TrainConfig, device
     for epoch in range(cfg.epochs):
         sampler.set_epoch(epoch)
         for batch in itertools.islice(loader, cfg.max_batches_per_epoch):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            loss = sum(model.losses(model(batch), batch).values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            plain_step(model, optimizer, {k: v.to(device) for k, v in batch.items()})
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start, time.process_time() - cpu
@@ -106,8 +151,11 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3, help="rounds (order alternates); best of each is kept")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--size", type=int, nargs=2, default=(64, 32), metavar=("H", "W"))
+    parser.add_argument("--dsap-size", type=int, default=12)
+    parser.add_argument("--skip-models", action="store_true", help="skip the per-model step costs")
     args = parser.parse_args()
-    size = (128, 64)
+    size = tuple(args.size)
     device = default_device(args.device)
     n_ids = args.p * args.batches  # enough identities for `batches` full P x K batches per epoch
     dataset = MemoryDataset(n_ids, args.k, size)
@@ -139,6 +187,8 @@ def main() -> None:
           f"(+ setup, checkpoint and DVCLive per epoch: {(w - lp) / args.epochs:.2f} s/epoch)")
     if device.type == "cpu":  # CPU seconds of this process: far less sensitive to other jobs than wall time
         print(f"  CPU-time ratio (whole train call incl. checkpoints) {min(bare_cpu) / min(ours_cpu):.3f}")
+    if not args.skip_models and args.model != "standin":
+        print_step_costs(size, args.dsap_size, 8, 4, device, args.rounds)
 
 
 if __name__ == "__main__":

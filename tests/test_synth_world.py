@@ -22,7 +22,7 @@ FOLDERS = ("bounding_box_train", "bounding_box_test", "query")
 @pytest.fixture(scope="module")
 def market(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "market"
-    export_market(out, TINY, progress=False)
+    export_market(out, TINY, progress=False, workers=2)
     return out
 
 
@@ -90,7 +90,7 @@ def test_gt_iuv_is_channel_order_i_u_v_as_cv2_reads_it(market):
 
 def test_export_is_deterministic_and_seed_changes_images(market, tmp_path):
     again = tmp_path / "again"
-    export_market(again, TINY, progress=False)
+    export_market(again, TINY, progress=False, workers=1)  # the fixture rendered in 2 processes
     assert _all_bytes(again) == _all_bytes(market)
     other = tmp_path / "other"
     export_market(other, WorldConfig(**{**TINY.__dict__, "seed": 4}), progress=False)

@@ -8,10 +8,13 @@ stream) never shares an identity with the reID world.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import multiprocessing
 import os
 import re
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,10 +46,10 @@ class WorldConfig:
     n_train: int = 100
     n_test: int = 100
     n_cameras: int = 6
-    cameras_per_identity: tuple[int, int] = (2, 4)  # min, max cameras an identity walks past
-    images_per_identity: int = 8
-    n_distractors: int = 120  # pid 0000 gallery crops: strangers and empty boxes
-    n_junk: int = 60  # pid -1 gallery crops: badly cut-off people, mostly background
+    cameras_per_identity: tuple[int, int] = (2, 3)  # min, max cameras an identity walks past
+    images_per_identity: int = 6
+    n_distractors: int = 80  # pid 0000 gallery crops: strangers and empty boxes
+    n_junk: int = 40  # pid -1 gallery crops: badly cut-off people, mostly background
     size: tuple[int, int] = (128, 64)  # crop H, W
     tile: int = 32  # atlas tile size T
     hard_negative_rate: float = 0.4  # chance each new identity is a one-detail sibling of the previous one
@@ -233,9 +236,34 @@ def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
-def export_market(out_dir: str | os.PathLike, cfg: WorldConfig, *, progress: bool = True) -> dict:
-    """Write the Market-1501-layout world to `out_dir` (replacing it); returns the file counts."""
+def _render_job(job: tuple[str, object], cams: list[Camera], cfg: WorldConfig) -> tuple[np.ndarray | None, list[Shot]]:
+    """One identity's (atlas, shots), or (None, [one distractor / junk shot]): a pure function of its seeds."""
+    kind, item = job
+    if kind == "person":
+        atlas = make_atlas(item.outfit, cfg.tile, _rng(cfg.seed, S_ATLAS, item.pid))
+        return atlas, _person_shots(item, atlas, cams, cfg)
+    return None, [_stranger_shot(cfg, cams, S_DISTRACT if kind == "distractor" else S_JUNK, item)]
+
+
+def _rendered(jobs: list, cams: list[Camera], cfg: WorldConfig, workers: int, progress: bool):
+    """`_render_job` over `jobs`, in job order, in `workers` processes (1: in this one)."""
+    render = functools.partial(_render_job, cams=cams, cfg=cfg)
+    bar = functools.partial(tqdm, total=len(jobs), desc="market world", disable=not progress, mininterval=2.0)
+    if workers <= 1:
+        yield from bar(map(render, jobs))
+        return
+    # Renders are CPU-bound numpy; processes, not threads. Each job seeds itself, so order is free.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from bar(pool.map(render, jobs, chunksize=4))
+
+
+def export_market(out_dir: str | os.PathLike, cfg: WorldConfig, *, progress: bool = True, workers: int = 0) -> dict:
+    """Write the Market-1501-layout world to `out_dir` (replacing it); returns the file counts.
+
+    `workers` processes render (0: one per CPU core); the bytes written do not depend on it.
+    """
     cfg.validate()
+    workers = workers or os.cpu_count() or 1
     cams = sample_cameras(cfg.n_cameras, _rng(cfg.seed, S_CAMERAS))
     people = make_people(cfg)
     counts: dict[str, int] = {}
@@ -245,13 +273,9 @@ def export_market(out_dir: str | os.PathLike, cfg: WorldConfig, *, progress: boo
         frame_rng = _rng(cfg.seed, S_FRAMES)
         jobs = [("person", p) for p in people] + [("distractor", i) for i in range(cfg.n_distractors)] + \
                [("junk", i) for i in range(cfg.n_junk)]
-        for kind, item in tqdm(jobs, desc="market world", disable=not progress, mininterval=2.0):
-            if kind == "person":
-                atlas = make_atlas(item.outfit, cfg.tile, _rng(cfg.seed, S_ATLAS, item.pid))
+        for (_, item), (atlas, shots) in zip(jobs, _rendered(jobs, cams, cfg, workers, progress), strict=True):
+            if atlas is not None:
                 _write(root / "textures" / f"{item.pid:04d}.png", encode_png(atlas))
-                shots = _person_shots(item, atlas, cams, cfg)
-            else:
-                shots = [_stranger_shot(cfg, cams, S_DISTRACT if kind == "distractor" else S_JUNK, item)]
             for shot in shots:
                 frames[shot.cam] += int(frame_rng.integers(5, 60))
                 stem = market_name(shot.pid, shot.cam, int(frames[shot.cam]), shot.box)
