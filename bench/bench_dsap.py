@@ -1,10 +1,11 @@
 """DSAP warp throughput and where the densepose/dsap stages spend their time.
 
-Run: .venv/bin/python bench/bench_dsap.py [--n 512] [--batch 64]
+Run: .venv/bin/python bench/bench_dsap.py [--n 512] [--batch 64] [--size 12]
 
 Prints images/s for reid.dsap.warp (mean policy + per-part coverage), a straightforward NumPy
 fancy-index version (uint8, last-write collisions, no coverage) and the per-pixel loop on a few
-images, all on the same synthetic 128x64 crops at S = 32, and ratios against the straightforward
+images, all on the same synthetic 128x64 crops at S = --size (default 12, the default profile's;
+the papers use 32), and ratios against the straightforward
 version. Then per-image times of the stage steps: IUV PNG file read (oracle / precomputed),
 IUV PNG encode and decode (iuv.parquet), crop JPEG read, warp, DSAP Parquet write.
 """
@@ -25,7 +26,7 @@ from reid.dsap import warp_with_coverage
 from reid.io import decode_raw, encode_raw, read_image, write_parquet_atomic
 from reid.parts import N_PARTS, decode_iuv, dsap_cell, encode_iuv
 
-H, W, S = 128, 64, 32
+H, W = 128, 64
 
 
 def person_like_inputs(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +86,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=512, help="crops per timing")
     ap.add_argument("--batch", type=int, default=64, help="warp batch size")
+    ap.add_argument("--size", type=int, default=12, help="DSAP size S (default profile: 12; papers: 32)")
     args = ap.parse_args()
+    S = args.size
     images, iuvs = person_like_inputs(args.n)
     fg = (iuvs[..., 0] > 0).mean()
     print(f"{args.n} crops {H}x{W}, {fg:.0%} foreground, S={S}, batch {args.batch}")

@@ -40,10 +40,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--input", type=int, nargs=2, default=(64, 32), metavar=("H", "W"),
+                        help="network input size (default profile: 64 32)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    arch = LiteArch(width=args.width)
+    arch = LiteArch(width=args.width, input_height=args.input[0], input_width=args.input[1])
     model = build_model(arch)
     device = torch.device("cpu")
     images = crops(args.images)

@@ -10,7 +10,7 @@ Then the cost of one training step (forward, losses, backward, Adam) of every mo
 its reference: `dsa` and `dsa_san` against `baseline2b` (the DSAG-Stream's price), `baseline2b`
 and `san` against `baseline`. Sizes are the default profile's (64x32 crops, S = 12 DSAP, P8 x K4).
 
-    .venv/bin/python bench/bench_train.py [--epochs 2] [--batches 2] [--model auto|resnet18|standin]
+    .venv/bin/python bench/bench_train.py [--epochs 2] [--batches 4] [--model auto|resnet18|standin]
                                           [--size 64 32] [--dsap-size 12] [--skip-models]
 """
 
@@ -146,8 +146,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="auto", choices=["auto", "resnet18", "standin"])
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batches", type=int, default=2, help="batches per epoch")
-    parser.add_argument("--p", type=int, default=4)
+    parser.add_argument("--batches", type=int, default=4, help="batches per epoch")
+    parser.add_argument("--p", type=int, default=8)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3, help="rounds (order alternates); best of each is kept")
     parser.add_argument("--device", default="auto")
