@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reid.io import read_image, write_image, write_text_atomic
-from reid.modeling.build import MODEL_NAMES
+from reid.modeling import MODEL_NAMES
 from reid.report import cmc_figure, figure_sheet, load_model_result, read_cmc, read_json, summary_markdown
 from stages.common import load_config, read_params, section
 

@@ -32,7 +32,7 @@ from typing import Literal
 
 from torch import nn
 
-MODEL_NAMES = ("baseline", "baseline2b", "dsa", "san", "dsa_san")
+from reid.modeling import MODEL_NAMES
 
 
 @dataclass
