@@ -14,9 +14,9 @@ comes first in the gallery ranks first (a stable sort).
 
 Distances are scored query chunk by query chunk (memory O(chunk x gallery)), with no
 [query, gallery] masks: each query's same-pid gallery items come from a pid lookup, junk gets
-distance +inf, each row is sorted once (numpy's SIMD float sort), and the filtered rank of
-each positive is a batched binary search (plus an exact tie count by gallery index, only where
-a positive's distance is shared). The scoring runs on the host; distances may come from any device.
+distance +inf, and the filtered rank of each positive is a binary search among the items no
+farther than the query's hardest positive, the only ones that can precede a positive (plus an
+exact tie count by gallery index, only where a positive's distance is shared). The scoring runs on the host; distances may come from any device.
 
 Ranked lists truncated at ``top_k`` (``evaluate_ranked``): positives beyond the list count as
 not retrieved: they add nothing to AP (whose denominator stays the true positive count), a
@@ -120,17 +120,19 @@ def check_labels(n_query: int, n_gallery: int, q_pids, g_pids, q_camids, g_camid
     return tuple(out)
 
 
-def sort_keys(dist: np.ndarray) -> np.ndarray:
-    """int64 keys [c, G] whose order within a row is (distance, gallery index): the stable tie order.
+def ordered_bits(dist: np.ndarray) -> np.ndarray:
+    """int64 values in [0, 2**32) whose order is the float32 order of `dist` (-0.0 == +0.0)."""
+    bits = (np.asarray(dist, dtype=np.float32) + np.float32(0.0)).view(np.int32)  # + 0.0 turns -0.0 into +0.0
+    bits ^= (bits >> 31) & 0x7FFFFFFF  # negative floats: reverse their order
+    return (bits ^ np.int32(-(1 << 31))).view(np.uint32).astype(np.int64)  # unsigned, order-preserving
 
-    The float32 bits are mapped to an order-preserving unsigned 32-bit value above the index bits.
-    """
+
+def sort_keys(dist: np.ndarray) -> np.ndarray:
+    """int64 keys [c, G] whose order within a row is (distance, gallery index): the stable tie order."""
     dist = np.asarray(dist, dtype=np.float32)
     if np.isnan(dist).any():
         raise ValueError("distances contain NaN")
-    bits = (dist + np.float32(0.0)).view(np.int32)  # + 0.0 turns -0.0 into +0.0
-    bits ^= (bits >> 31) & 0x7FFFFFFF  # negative floats: reverse their order
-    keys = (bits ^ np.int32(-(1 << 31))).view(np.uint32).astype(np.int64)  # unsigned, order-preserving
+    keys = ordered_bits(dist)
     keys <<= 31
     keys += np.arange(dist.shape[1], dtype=np.int64)[None]
     return keys
@@ -153,21 +155,25 @@ def _left_align(rows: np.ndarray, values: np.ndarray, n_rows: int, fill: int) ->
     return out, counts
 
 
-def searchsorted_rows(sorted_rows: np.ndarray, values: np.ndarray, side: str = "left") -> np.ndarray:
-    """Row-wise np.searchsorted: for each values[i, j], its insertion index in sorted_rows[i].
+def count_closer(valid_d: np.ndarray, d_pos: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(closer, equal) [c, P]: per row, the items of valid_d [c, G] strictly closer than / as close as
+    each d_pos [c, P] (only where ``found``).
 
-    A binary search run on all rows at once (a loop over the ~log2(n) bits, not over rows).
+    Only items no farther than the row's hardest positive can count, so only those are sorted:
+    one 1-D sort of (row, distance) keys. For trained features they are a small share of the
+    gallery; in the worst case (the hardest positive last) it is one full sort.
     """
-    c, n = sorted_rows.shape
-    lo = np.zeros(values.shape, np.int64)
-    hi = np.full(values.shape, n, np.int64)
-    for _ in range(max(n, 1).bit_length()):
-        mid = (lo + hi) // 2
-        probe = np.take_along_axis(sorted_rows, np.minimum(mid, n - 1), 1)
-        right = (probe < values if side == "left" else probe <= values) & (mid < hi)
-        lo = np.where(right, mid + 1, lo)
-        hi = np.where(right, hi, mid)
-    return lo
+    c = len(valid_d)
+    hardest = np.where(found, d_pos, -np.inf).max(1, initial=-np.inf)
+    candidate = valid_d <= hardest[:, None].astype(np.float32)
+    row_of = np.repeat(np.arange(c, dtype=np.int64), candidate.sum(1))
+    keys = (row_of << 32) | ordered_bits(valid_d[candidate])
+    keys.sort()
+    pos_keys = (np.arange(c, dtype=np.int64)[:, None] << 32) | ordered_bits(d_pos)
+    row_start = np.searchsorted(keys, np.arange(c, dtype=np.int64) << 32)[:, None]
+    below = np.searchsorted(keys, pos_keys.ravel()).reshape(d_pos.shape)
+    upto = np.searchsorted(keys, pos_keys.ravel(), "right").reshape(d_pos.shape)
+    return np.where(found, below - row_start, 0), np.where(found, upto - below, 0)
 
 
 class PidLookup:
@@ -196,10 +202,10 @@ def hit_positions_dense(dist: np.ndarray, q_pids: np.ndarray, q_camids: np.ndarr
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(positions [c, P], found [c, P], n_pos [c]) from a distance chunk [c, G].
 
-    Junk gets distance +inf (behind every valid item) and each row is sorted once (numpy's
-    SIMD float sort); a positive's filtered rank is the number of valid items strictly closer
-    (a batched binary search) plus, only where its distance is shared, the tied valid items
-    of lower gallery index (the documented stable order).
+    Junk gets distance +inf (behind every valid item); a positive's filtered rank is the number
+    of valid items strictly closer (``count_closer``: a sort of only the items up to the row's
+    hardest positive) plus, only where its distance is shared, the tied valid items of lower
+    gallery index (the documented stable order).
     """
     c, g = dist.shape
     dist = np.asarray(dist, dtype=np.float32)
@@ -215,10 +221,8 @@ def hit_positions_dense(dist: np.ndarray, q_pids: np.ndarray, q_camids: np.ndarr
     cols_al, n_pos = _left_align(rows, cols, c, g)  # positives' gallery indices, padded with g
     found = cols_al < g
     d_pos = np.where(found, np.take_along_axis(valid_d, np.minimum(cols_al, g - 1), 1), np.float32(np.inf))
-    sorted_d = valid_d
-    sorted_d.sort(axis=1)  # in place: saves a [c, G] copy
-    closer = searchsorted_rows(sorted_d, d_pos)
-    tied = (searchsorted_rows(sorted_d, d_pos, "right") - closer > 1) & found
+    closer, equal = count_closer(valid_d, d_pos, found)
+    tied = (equal > 1) & found
     if tied.any():  # rare for real features: count equal-distance valid items of lower gallery index
         tr, tc = np.nonzero(tied)
         for s in range(0, len(tr), 256):

@@ -1,6 +1,6 @@
 """Stage train_densepose: train the lite DensePose network on synthetic renders of training identities.
 
-data/synth/market (bounding_box_train, pid > 0) -> data/densepose_lite.pt (+ .json architecture),
+data/synth/market (bounding_box_train and densepose_train, pid > 0) -> data/densepose_lite.pt (+ .json architecture),
 metrics/densepose_lite.json (held-out part mIoU and UV error on test identities, training time).
 Per-epoch metrics go to data/dvclive/train_densepose; a killed run resumes from
 data/train_densepose/checkpoint.pt.
@@ -15,6 +15,7 @@ from dvclive import Live
 
 from reid.densepose.lite import LiteEstimator, save_lite_model
 from reid.densepose.lite_train import (
+    EXTRA_TRAIN_SPLITS,
     HELD_OUT_SPLITS,
     TRAIN_SPLITS,
     TrainDensePoseConfig,
@@ -38,7 +39,7 @@ METRICS = Path("metrics/densepose_lite.json")
 
 def main() -> None:
     config = load_config(TrainDensePoseConfig, "train_densepose")
-    train_images, train_iuvs = load_pairs(labelled_crops(WORLD, TRAIN_SPLITS, config.max_train_images), "read train")
+    train_images, train_iuvs = load_pairs(labelled_crops(WORLD, TRAIN_SPLITS, config.max_train_images, EXTRA_TRAIN_SPLITS), "read train")
     data = training_arrays(train_images, train_iuvs, config.arch())
     del train_images, train_iuvs
 

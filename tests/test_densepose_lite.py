@@ -26,6 +26,7 @@ from reid.densepose.lite_train import (
     random_box_jitter,
     random_recolor,
     resumable_epoch,
+    soft_targets,
     train_lite,
     training_arrays,
 )
@@ -106,6 +107,23 @@ def test_uv_loss_reads_only_the_ground_truth_parts_channel():
     assert gt_changed > base + 1.0
 
 
+def test_soft_targets_keep_thin_parts_and_their_uv():
+    # 8 x 8 labels -> 2 x 2 cells: a one-label-wide column of part 3 in the left cells
+    parts = torch.zeros(1, 8, 8, dtype=torch.long)
+    parts[0, :, 1] = 3
+    u = torch.zeros(1, 8, 8)
+    u[0, :4, 1], u[0, 4:, 1] = 0.2, 0.6
+    v = torch.full((1, 8, 8), 0.5)
+    shares, uv = soft_targets(parts, u, v, 4)
+    assert shares.shape == (1, N_CLASSES, 2, 2) and torch.allclose(shares.sum(1), torch.ones(1, 2, 2))
+    assert torch.allclose(shares[0, 3, :, 0], torch.tensor([0.25, 0.25]))  # nearest labels would drop it
+    assert (shares[0, 3, :, 1] == 0).all() and torch.allclose(shares[0, 0, :, 1], torch.ones(2))
+    assert torch.allclose(uv[0, 0, 2, :, 0], torch.tensor([0.2, 0.6])) and torch.allclose(uv[0, 1, 2, :, 0], torch.tensor([0.5, 0.5]))
+    assert (uv[0, :, 2, :, 1] == 0).all()  # absent part: no U/V target (and zero weight)
+    with pytest.raises(ValueError, match="integer multiple"):
+        lite_loss(torch.zeros(1, N_CLASSES, 3, 3), torch.zeros(1, 2, N_PARTS, 3, 3), parts, u, v, 1.0)
+
+
 def test_uv_loss_is_zero_without_foreground():
     parts = torch.zeros(1, 4, 4, dtype=torch.long)
     total, part_loss, uv_loss = lite_loss(torch.randn(1, N_CLASSES, 4, 4), torch.rand(1, 2, N_PARTS, 4, 4),
@@ -173,7 +191,7 @@ def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
 def test_box_jitter_moves_crop_and_targets_together():
     images, iuvs = fake_samples(4, 128, 64)
     data = training_arrays(images, iuvs, LiteArch(4, 128, 64))
-    # An "image" whose first channel is the U target upsampled to the input size.
+    # An "image" whose first channel is the U label map, upsampled: both must move together.
     x = data["u"].repeat_interleave(2, 1).repeat_interleave(2, 2)[:, None].repeat(1, 3, 1, 1)
     same_x, same = random_box_jitter(data, x, 0.0, torch.Generator().manual_seed(0))
     assert torch.allclose(same_x, x, atol=1e-5) and torch.equal(same["parts"], data["parts"])
@@ -228,6 +246,11 @@ def test_labelled_crops_keeps_pid_above_zero_and_reads_gt(tmp_path):
         load_pairs(pairs, "test")
     with pytest.raises(FileNotFoundError, match="query"):
         labelled_crops(tmp_path, ["query"])
+    # optional splits are read when present, skipped when absent
+    assert labelled_crops(tmp_path, ["bounding_box_train"], optional=["densepose_train"]) == pairs
+    write_image(tmp_path / "densepose_train" / "0002_c3s1_000001_00.jpg", images[0])
+    extra = labelled_crops(tmp_path, ["bounding_box_train"], optional=["densepose_train"])
+    assert [p.parent.name for p, _ in extra] == ["bounding_box_train", "densepose_train"]
 
 
 def test_config_errors_name_the_parameter():

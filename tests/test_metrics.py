@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from reid.metrics import count_positives, evaluate, evaluate_ranked
+from reid.metrics import count_closer, count_positives, evaluate, evaluate_ranked
 
 # Gallery of the hand-worked case: index -> (pid, camid)
 #   0: (1, 0)  same pid + camera as query 0 -> junk for it
@@ -141,3 +141,19 @@ def test_negative_distances_rank_like_shifted_ones():
     b = evaluate(3 - sim, q_pids, g_pids, q_cams, g_cams, max_rank=10)
     np.testing.assert_allclose(a.cmc, b.cmc)
     assert (a.mAP, a.mINP) == pytest.approx((b.mAP, b.mINP))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_count_closer_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    valid_d = rng.integers(-3, 6, (7, 40)).astype(np.float32)  # many ties, negatives, -0.0 vs 0.0
+    valid_d[rng.random(valid_d.shape) < 0.1] = np.inf  # removed items
+    valid_d[0, :3] = -0.0
+    d_pos = rng.integers(-3, 6, (7, 5)).astype(np.float32)
+    found = rng.random((7, 5)) < 0.7
+    found[6] = False  # a row without positives
+    closer, equal = count_closer(valid_d, np.where(found, d_pos, np.inf).astype(np.float32), found)
+    want_closer = (valid_d[:, None, :] < d_pos[:, :, None]).sum(2) * found
+    want_equal = (valid_d[:, None, :] == d_pos[:, :, None]).sum(2) * found
+    np.testing.assert_array_equal(closer, want_closer)
+    np.testing.assert_array_equal(equal, want_equal)

@@ -194,3 +194,20 @@ def test_pit_params_validate():
         from_mapping(PitConfig, {"n_textures": 0}, "synthesize.pit")
     cfg = from_mapping(PitConfig, {"size": [64, 32]}, "synthesize.pit")
     assert cfg.size == (64, 32)
+
+
+def test_densepose_views_add_training_renders_without_touching_the_reid_splits(market, tmp_path):
+    out = tmp_path / "market"
+    export_market(out, WorldConfig(**{**TINY.__dict__, "densepose_views": 3}), progress=False, workers=1)
+    extra = _records(out, "densepose_train")
+    assert len(extra) == 3 * TINY.n_train
+    train_pids = {pid for pid, _, _ in _records(market, "bounding_box_train")}
+    assert {pid for pid, _, _ in extra} == train_pids  # training identities only
+    for _, _, path in extra:
+        iuv = decode_raw((out / "gt_iuv" / "densepose_train" / f"{path.stem}.png").read_bytes())
+        assert iuv.shape[:2] == read_image(path).shape[:2] and iuv[..., 0].max() > 0
+    before, after = _all_bytes(market), _all_bytes(out)
+    for name, data in before.items():  # the reID world is byte-identical
+        if name != "world.json":
+            assert after[name] == data, name
+    assert json.loads((out / "world.json").read_text())["counts"]["densepose_train"] == 3 * TINY.n_train

@@ -29,8 +29,9 @@ from reid.synth.render import View
 from reid.synth.texture import Outfit, make_atlas, sample_outfit, sibling
 
 # Seed streams: one per kind of draw.
-S_PEOPLE, S_ATLAS, S_PLAN, S_IMAGE, S_CAMERAS, S_FRAMES, S_DISTRACT, S_JUNK, S_PIT = range(1, 10)
+S_PEOPLE, S_ATLAS, S_PLAN, S_IMAGE, S_CAMERAS, S_FRAMES, S_DISTRACT, S_JUNK, S_PIT, S_DENSEPOSE = range(1, 11)
 SPLIT_CODE = {"train": 0, "test": 1}
+DENSEPOSE_FOLDER = "densepose_train"  # extra renders of training identities, for the lite DensePose only
 MARKET_NAME = re.compile(r"^(-1|\d{4})_c(\d)s1_(\d{6})_(\d{2})$")
 
 
@@ -56,6 +57,7 @@ class WorldConfig:
     occlusion: float = 0.1
     cut_off: float = 0.06
     jpeg_quality: int = 95
+    densepose_views: int = 0  # extra crops per training identity in densepose_train/ (any camera, any heading)
 
     def validate(self) -> None:
         lo, hi = self.cameras_per_identity
@@ -73,6 +75,7 @@ class WorldConfig:
             (0 <= self.hard_negative_rate < 1, "hard_negative_rate must be in [0, 1)"),
             (0 <= self.occlusion <= 1 and 0 <= self.cut_off <= 1, "occlusion and cut_off must be in [0, 1]"),
             (1 <= self.jpeg_quality <= 100, "jpeg_quality must be in 1..100"),
+            (0 <= self.densepose_views <= 999_999, "densepose_views must be in 0..999999"),
         ]
         for ok, message in checks:
             if not ok:
@@ -168,6 +171,21 @@ def _person_shots(person: Person, atlas: np.ndarray, cams: list[Camera], cfg: Wo
     return shots
 
 
+def _densepose_shots(person: Person, atlas: np.ndarray, cams: list[Camera], cfg: WorldConfig) -> list[Shot]:
+    """Extra crops of a training identity for the lite DensePose's training set: a random camera,
+    heading and walking phase each, so the estimator sees every orientation (the reID split walks
+    one or two headings per camera). The reID splits never contain them."""
+    shots = []
+    for i in range(cfg.densepose_views):
+        rng = _rng(cfg.seed, S_DENSEPOSE, person.pid, i)
+        cam = int(rng.integers(cfg.n_cameras))
+        pose = sample_pose(rng, person.body, person.gait)
+        view = detection_view(float(rng.uniform(0, 360)), cams[cam], rng, cfg.cut_off)
+        rgb, iuv = capture(atlas, pose, view, cams[cam], cfg.size, rng, cfg.occlusion)
+        shots.append(Shot(person.pid, cam, DENSEPOSE_FOLDER, rgb, iuv, box=i))
+    return shots
+
+
 def _stranger_shot(cfg: WorldConfig, cams: list[Camera], stream: int, index: int) -> Shot:
     """A distractor (pid 0: a stranger or an empty box) or a junk crop (pid -1: a badly cut-off person)."""
     rng = _rng(cfg.seed, stream, index)
@@ -241,7 +259,8 @@ def _render_job(job: tuple[str, object], cams: list[Camera], cfg: WorldConfig) -
     kind, item = job
     if kind == "person":
         atlas = make_atlas(item.outfit, cfg.tile, _rng(cfg.seed, S_ATLAS, item.pid))
-        return atlas, _person_shots(item, atlas, cams, cfg)
+        extra = _densepose_shots(item, atlas, cams, cfg) if item.split == "train" else []
+        return atlas, _person_shots(item, atlas, cams, cfg) + extra
     return None, [_stranger_shot(cfg, cams, S_DISTRACT if kind == "distractor" else S_JUNK, item)]
 
 
@@ -277,8 +296,11 @@ def export_market(out_dir: str | os.PathLike, cfg: WorldConfig, *, progress: boo
             if atlas is not None:
                 _write(root / "textures" / f"{item.pid:04d}.png", encode_png(atlas))
             for shot in shots:
-                frames[shot.cam] += int(frame_rng.integers(5, 60))
-                stem = market_name(shot.pid, shot.cam, int(frames[shot.cam]), shot.box)
+                if shot.folder == DENSEPOSE_FOLDER:  # numbered by view, so the reID splits' names stay put
+                    stem = market_name(shot.pid, shot.cam, shot.box // 100 + 1, shot.box % 100)
+                else:
+                    frames[shot.cam] += int(frame_rng.integers(5, 60))
+                    stem = market_name(shot.pid, shot.cam, int(frames[shot.cam]), shot.box)
                 _write(root / shot.folder / f"{stem}.jpg", _jpeg(shot.rgb, cfg.jpeg_quality))
                 _write(root / "gt_iuv" / shot.folder / f"{stem}.png", encode_raw(shot.iuv))
                 key = {0: "distractors", -1: "junk"}.get(shot.pid, shot.folder)
