@@ -15,6 +15,7 @@ from reid.densepose.lite import (
     LiteEstimator,
     build_model,
     load_lite_estimator,
+    parts_and_uv,
     save_lite_model,
 )
 from reid.densepose.lite_train import (
@@ -122,6 +123,17 @@ def test_soft_targets_keep_thin_parts_and_their_uv():
     assert (uv[0, :, 2, :, 1] == 0).all()  # absent part: no U/V target (and zero weight)
     with pytest.raises(ValueError, match="integer multiple"):
         lite_loss(torch.zeros(1, N_CLASSES, 3, 3), torch.zeros(1, 2, N_PARTS, 3, 3), parts, u, v, 1.0)
+
+
+def test_a_pixel_is_body_when_the_body_is_likelier_than_background():
+    probs = torch.full((1, N_CLASSES, 1, 3), 1e-6)
+    probs[0, [0, 3, 4], 0, 0] = torch.tensor([0.4, 0.35, 0.25])  # body 0.6 split over two parts
+    probs[0, [0, 3], 0, 1] = torch.tensor([0.6, 0.4])
+    probs[0, 7, 0, 2] = 1.0
+    uv = torch.rand(1, 2, N_PARTS, 1, 3)
+    parts, u, v = parts_and_uv(probs.log(), uv, (1, 3))
+    assert parts.tolist() == [[[3, 0, 7]]]  # a plain argmax would give the first pixel to the background
+    assert u[0, 0, 0] == uv[0, 0, 2, 0, 0] and v[0, 0, 2] == uv[0, 1, 6, 0, 2]
 
 
 def test_uv_loss_is_zero_without_foreground():

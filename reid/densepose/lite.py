@@ -2,7 +2,8 @@
 
 A light U-Net maps a person crop, resized to a fixed input size, to 25-way part logits and
 per-part U, V regressions (24 + 24 channels) at half the input resolution. Inference resizes
-the logits bilinearly to the crop size, takes the argmax part, reads U/V from that part's
+the logits bilinearly to the crop size, marks a pixel as body where the body is likelier than
+the background and gives it its most likely part (DensePose's coarse/fine split), reads U/V from that part's
 channel (clamped to [0, 1]) and encodes the result with reid.parts.encode_iuv.
 
 Training (loss, loop, held-out metrics) lives in reid.densepose.lite_train.
@@ -133,14 +134,18 @@ def to_input(batch: np.ndarray | torch.Tensor, device: torch.device | str = "cpu
 def parts_and_uv(logits: torch.Tensor, uv: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
     """(parts long [B,h,w], U, V float [B,h,w] in [0,1]) at `size`, DensePose style.
 
-    Logits and U/V are resized bilinearly; the part is the argmax; U/V come from that part's
-    channel (0 on background, where encode_iuv zeroes them anyway).
+    Logits and U/V are resized bilinearly. As DensePose splits coarse (person or not) from fine
+    (which part) segmentation, a pixel is foreground when the body as a whole is likelier than
+    the background, and then takes its most likely part: a plain 25-way argmax would hand a
+    limb's edge, where the body's probability is split over two parts, to the background.
+    U/V come from the part's channel (0 on background, where encode_iuv zeroes them anyway).
     """
     logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
     b, _, n, h, w = uv.shape
     uv = F.interpolate(uv.reshape(b, 2 * n, h, w), size=size, mode="bilinear", align_corners=False)
     uv = uv.view(b, 2, n, *size)
-    parts = logits.argmax(1)
+    body = logits[:, 0] < logits[:, 1:].logsumexp(1)  # P(background) < 1/2
+    parts = (logits[:, 1:].argmax(1) + 1) * body
     index = (parts - 1).clamp(min=0)[:, None, None].expand(b, 2, 1, *size)
     u, v = uv.gather(2, index)[:, :, 0].clamp(0.0, 1.0).unbind(1)
     return parts, u, v
