@@ -144,6 +144,7 @@ class Shot:
     rgb: np.ndarray
     iuv: np.ndarray
     box: int = 1
+    frame: int | None = None  # None: the next frame of its camera's running counter
 
 
 def _person_shots(person: Person, atlas: np.ndarray, cams: list[Camera], cfg: WorldConfig) -> list[Shot]:
@@ -182,7 +183,8 @@ def _densepose_shots(person: Person, atlas: np.ndarray, cams: list[Camera], cfg:
         pose = sample_pose(rng, person.body, person.gait)
         view = detection_view(float(rng.uniform(0, 360)), cams[cam], rng, cfg.cut_off)
         rgb, iuv = capture(atlas, pose, view, cams[cam], cfg.size, rng, cfg.occlusion)
-        shots.append(Shot(person.pid, cam, DENSEPOSE_FOLDER, rgb, iuv, box=i))
+        # numbered by view, off the cameras' frame counters, so the reID splits' names stay put
+        shots.append(Shot(person.pid, cam, DENSEPOSE_FOLDER, rgb, iuv, box=i % 100, frame=i // 100 + 1))
     return shots
 
 
@@ -296,11 +298,10 @@ def export_market(out_dir: str | os.PathLike, cfg: WorldConfig, *, progress: boo
             if atlas is not None:
                 _write(root / "textures" / f"{item.pid:04d}.png", encode_png(atlas))
             for shot in shots:
-                if shot.folder == DENSEPOSE_FOLDER:  # numbered by view, so the reID splits' names stay put
-                    stem = market_name(shot.pid, shot.cam, shot.box // 100 + 1, shot.box % 100)
-                else:
+                if shot.frame is None:
                     frames[shot.cam] += int(frame_rng.integers(5, 60))
-                    stem = market_name(shot.pid, shot.cam, int(frames[shot.cam]), shot.box)
+                stem = market_name(shot.pid, shot.cam, int(frames[shot.cam]) if shot.frame is None else shot.frame,
+                                   shot.box)
                 _write(root / shot.folder / f"{stem}.jpg", _jpeg(shot.rgb, cfg.jpeg_quality))
                 _write(root / "gt_iuv" / shot.folder / f"{stem}.png", encode_raw(shot.iuv))
                 key = {0: "distractors", -1: "junk"}.get(shot.pid, shot.folder)
