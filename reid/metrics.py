@@ -16,7 +16,8 @@ Distances are scored query chunk by query chunk (memory O(chunk x gallery)), wit
 [query, gallery] masks: each query's same-pid gallery items come from a pid lookup, junk gets
 distance +inf, and the filtered rank of each positive is a binary search among the items no
 farther than the query's hardest positive, the only ones that can precede a positive (plus an
-exact tie count by gallery index, only where a positive's distance is shared). The scoring runs on the host; distances may come from any device.
+exact tie count by gallery index, only where a positive's distance is shared). The scoring runs
+on the host; distances may come from any device.
 
 Ranked lists truncated at ``top_k`` (``evaluate_ranked``): positives beyond the list count as
 not retrieved: they add nothing to AP (whose denominator stays the true positive count), a

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from reid.config import ConfigError, from_mapping
 from reid.densepose.base import IUVResult
@@ -125,6 +126,20 @@ def test_soft_targets_keep_thin_parts_and_their_uv():
         lite_loss(torch.zeros(1, N_CLASSES, 3, 3), torch.zeros(1, 2, N_PARTS, 3, 3), parts, u, v, 1.0)
 
 
+def test_soft_targets_equal_pooled_one_hot_labels():
+    g = torch.Generator().manual_seed(0)
+    parts = torch.randint(0, N_CLASSES, (3, 12, 8), generator=g, dtype=torch.uint8)
+    u, v = torch.rand(3, 12, 8, generator=g), torch.rand(3, 12, 8, generator=g)
+    onehot = F.one_hot(parts.long(), N_CLASSES).permute(0, 3, 1, 2).float()
+    fg = onehot[:, 1:]
+    for factor in (1, 2, 4):
+        shares, uv = soft_targets(parts, u, v, factor)
+        pooled = F.avg_pool2d(onehot, factor)
+        uv_sum = F.avg_pool2d(torch.cat([fg * u[:, None], fg * v[:, None]], 1), factor)
+        expected_uv = uv_sum.view(3, 2, N_PARTS, *pooled.shape[-2:]) / pooled[:, None, 1:].clamp(min=1e-6)
+        assert torch.allclose(shares, pooled) and torch.allclose(uv, expected_uv, atol=1e-6)
+
+
 def test_a_pixel_is_body_when_the_body_is_likelier_than_background():
     probs = torch.full((1, N_CLASSES, 1, 3), 1e-6)
     probs[0, [0, 3, 4], 0, 0] = torch.tensor([0.4, 0.35, 0.25])  # body 0.6 split over two parts
@@ -203,8 +218,8 @@ def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
 def test_box_jitter_moves_crop_and_targets_together():
     images, iuvs = fake_samples(4, 128, 64)
     data = training_arrays(images, iuvs, LiteArch(4, 128, 64))
-    # An "image" whose first channel is the U label map, upsampled: both must move together.
-    x = data["u"].repeat_interleave(2, 1).repeat_interleave(2, 2)[:, None].repeat(1, 3, 1, 1)
+    # An "image" whose first channel is the U label map at the input size: both must move together.
+    x = F.interpolate(data["u"][:, None], size=(128, 64), mode="nearest").repeat(1, 3, 1, 1)
     same_x, same = random_box_jitter(data, x, 0.0, torch.Generator().manual_seed(0))
     assert torch.allclose(same_x, x, atol=1e-5) and torch.equal(same["parts"], data["parts"])
 
@@ -212,7 +227,7 @@ def test_box_jitter_moves_crop_and_targets_together():
     assert not torch.equal(warped["parts"], data["parts"])
     assert set(warped["parts"].unique().tolist()) <= set(data["parts"].unique().tolist())
     inside = warped["parts"] > 0
-    image_u = warped_x[:, 0, ::2, ::2]  # input pixels nearest to the target pixels
+    image_u = F.interpolate(warped_x[:, :1], size=data["u"].shape[1:], mode="nearest")[:, 0]  # nearest input pixels
     error = (image_u[inside] - warped["u"][inside]).abs()
     assert (error < 0.1).float().mean() > 0.85  # a misaligned warp scores ~0.15 here
 

