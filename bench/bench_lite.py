@@ -31,15 +31,19 @@ def crops(n: int, seed: int = 0) -> list[np.ndarray]:
     return [rng.integers(0, 256, size=(*sizes[i % len(sizes)], 3), dtype=np.uint8) for i in range(n)]
 
 
-def images_per_second(estimator: LiteEstimator, images: list[np.ndarray], repeats: int = 3) -> float:
-    """Best of `repeats` timed passes (the machine is shared; the best pass is the least disturbed)."""
-    estimator.predict(images[: 2 * estimator.batch_size], [])  # warm-up: first calls per shape are slow
+def best_seconds(fn, repeats: int) -> float:
+    """Fastest of `repeats` timed calls (the machine is shared; the best pass is the least disturbed)."""
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        estimator.predict(images, [])
+        fn()
         best = min(best, time.perf_counter() - t0)
-    return len(images) / best
+    return best
+
+
+def images_per_second(estimator: LiteEstimator, images: list[np.ndarray], repeats: int = 3) -> float:
+    estimator.predict(images[: 2 * estimator.batch_size], [])  # warm-up: first calls per shape are slow
+    return len(images) / best_seconds(lambda: estimator.predict(images, []), repeats)
 
 
 def pooled_one_hot_targets(parts: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
@@ -54,13 +58,8 @@ def pooled_one_hot_targets(parts: torch.Tensor, u: torch.Tensor, v: torch.Tensor
 
 
 def ms_per_call(fn, repeats: int = 20) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return 1000 * best
+    fn()  # warm-up
+    return 1000 * best_seconds(fn, repeats)
 
 
 def main() -> None:

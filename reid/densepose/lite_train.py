@@ -68,9 +68,9 @@ class TrainDensePoseConfig:
     uv_weight: float = 1.0  # L1 on U/V vs cross-entropy on parts
     recolor: bool = True  # colour augmentation (channel shuffle, gains, offset): against texture memorisation
     box_jitter: float = 0.1  # random scale 1 +- j and shift +- j (of the half size) of crop and targets; 0: off
-    width: int = 16
-    input_height: int = 128
-    input_width: int = 64
+    width: int = LiteArch.width  # the architecture's defaults live in LiteArch
+    input_height: int = LiteArch.input_height
+    input_width: int = LiteArch.input_width
     seed: int = 0
     device: str = "auto"
     num_threads: int = 0  # 0: torch's default (all cores); 1 can be faster on a shared machine
