@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: env repro test lint bench
+.PHONY: env repro test lint bench study
 
 # The environment: a virtualenv with the package (editable) and its test/export extras.
 $(VENV)/.installed: pyproject.toml
@@ -28,3 +28,9 @@ lint: env
 
 bench: env
 	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+
+# Seed study: train.seed = 0 1 2 as queued DVC experiments (one worker), then metrics/study.json + .md.
+# Other seeds: make study SEEDS="0 1 2 3 4".
+SEEDS ?= 0 1 2
+study: env
+	$(PY) -m stages.study $(SEEDS)

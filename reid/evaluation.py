@@ -15,11 +15,18 @@ the whole [Q, G] distance matrix:
   beyond the K-th valid item count as not retrieved (AP over the true positive count, INP 0 if
   the hardest positive is missing). Memory O((Q + G) x K). With K >= the gallery, it equals exact.
 * ``rerank``: k-reciprocal re-ranking (reid.retrieval.rerank) then the same ranked-list scoring.
+
+Per-query file (``run_evaluation``'s ``per_query_path``, e.g. ``data/eval/<name>/per_query.parquet``):
+one row per query in manifest order, columns ``image_id`` (string), ``pid``, ``camid`` (int64),
+``valid`` (bool), ``ap`` (float64, NaN when not valid), ``first_hit`` (int64 0-based filtered rank
+of the first true match, -1 when none) and ``inp`` (float64, NaN when not valid); see
+reid.metrics.PerQuery. The report's paired bootstrap reads it.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +42,7 @@ from reid.io import read_image, write_image, write_json_atomic, write_parquet_at
 from reid.metrics import (
     ChunkScorer,
     EvalResult,
+    PerQuery,
     check_labels,
     chunk_rows,
     count_positives,
@@ -44,6 +52,7 @@ from reid.metrics import (
 from reid.retrieval import Metric, check_features, l2_normalize, pairwise_distances, rerank, search
 from reid.viz import add_border, make_grid
 
+DIAGNOSTIC_KEYS = ("rank1_pct", "mAP_pct", "mINP_pct")  # the numbers kept per diagnostic feature set
 DISTANCE_BLOCK = 1 << 24  # (query, gallery) pairs per distance block: 64 MB, big enough for efficient BLAS
 GREEN, RED, GREY, BLUE = (0, 170, 0), (220, 0, 0), (160, 160, 160), (40, 90, 220)
 
@@ -130,6 +139,7 @@ class EvalSet:
     g_camids: np.ndarray
     q_paths: list[Path]
     g_paths: list[Path]
+    q_ids: list[str]  # the queries' manifest image_id, for the per-query file
 
 
 def load_eval_set(features_path: str | os.PathLike, manifest_path: str | os.PathLike) -> EvalSet:
@@ -154,10 +164,10 @@ def load_eval_set(features_path: str | os.PathLike, manifest_path: str | os.Path
             raise ValueError(f"{features_path}: {len(missing)} {name} image(s) of {manifest_path} have no feature "
                              f"(first: {', '.join(missing[:3])})")
         parts[name] = (feats[[row_of[manifest_ids[r]] for r in rows]], pids[rows], camids[rows],
-                       [root / paths[r] for r in rows])
-    (qf, qp, qc, qpath), (gf, gp, gc, gpath) = parts["query"], parts["gallery"]
+                       [root / paths[r] for r in rows], [manifest_ids[r] for r in rows])
+    (qf, qp, qc, qpath, qids), (gf, gp, gc, gpath, _) = parts["query"], parts["gallery"]
     return EvalSet(check_features(qf, f"{features_path} (query rows)"),
-                   check_features(gf, f"{features_path} (gallery rows)"), qp, gp, qc, gc, qpath, gpath)
+                   check_features(gf, f"{features_path} (gallery rows)"), qp, gp, qc, gc, qpath, gpath, qids)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -223,8 +233,28 @@ def write_cmc(path: str | os.PathLike, cmc: np.ndarray) -> None:
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
-def write_metrics(path: str | os.PathLike, result: EvalResult) -> None:
-    write_json_atomic(path, result.summary())
+def write_metrics(path: str | os.PathLike, result: EvalResult,
+                  diagnostics: Mapping[str, EvalResult] | None = None) -> None:
+    """metrics/<name>.json: the summary, plus ``diagnostics`` (``mf`` = `result`, then each extra
+    feature set's Rank-1 / mAP / mINP) when extra feature sets were evaluated."""
+    summary = result.summary()
+    if diagnostics:
+        summary["diagnostics"] = {name: diagnostic_scores(r) for name, r in {"mf": result, **diagnostics}.items()}
+    write_json_atomic(path, summary)
+
+
+def diagnostic_scores(result: EvalResult) -> dict[str, float]:
+    summary = result.summary()
+    return {key: summary[key] for key in DIAGNOSTIC_KEYS}
+
+
+def per_query_table(data: EvalSet, per_query: PerQuery) -> pa.Table:
+    """The per-query file's table (columns in the module notes), one row per query in manifest order."""
+    if len(per_query.valid) != len(data.q_ids):
+        raise ValueError(f"{len(per_query.valid)} per-query values for {len(data.q_ids)} queries")
+    return pa.table({"image_id": pa.array(data.q_ids, pa.string()), "pid": pa.array(data.q_pids, pa.int64()),
+                     "camid": pa.array(data.q_camids, pa.int64()),
+                     **{name: pa.array(values) for name, values in per_query.columns().items()}})
 
 
 def pick_queries(data: EvalSet, n: int, seed: int = 0) -> np.ndarray:
@@ -263,14 +293,20 @@ def ranked_list_picture(data: EvalSet, queries: np.ndarray, *, size: int = 10, n
 
 def run_evaluation(cfg: EvaluateConfig, features_path: str | os.PathLike, manifest_path: str | os.PathLike,
                    metrics_path: str | os.PathLike, cmc_path: str | os.PathLike,
-                   picture_path: str | os.PathLike) -> EvalResult:
-    """The whole evaluate stage: features + manifest -> metrics JSON, CMC TSV, ranked-list picture."""
+                   picture_path: str | os.PathLike, per_query_path: str | os.PathLike,
+                   diagnostic_features: Mapping[str, str | os.PathLike] | None = None) -> EvalResult:
+    """The whole evaluate stage: features + manifest -> metrics JSON, CMC TSV, ranked-list picture,
+    per-query Parquet. `diagnostic_features` (name -> feature file of the same model, e.g. ``fused``)
+    are evaluated with the same config into the JSON's ``diagnostics``."""
     data = load_eval_set(features_path, manifest_path)
     result = evaluate_set(data, cfg, progress=True)
     if result.n_query_valid == 0:
         raise ValueError(f"{manifest_path}: no query has a true match in the gallery (same pid, other camera)")
-    write_metrics(metrics_path, result)
+    diagnostics = {name: evaluate_set(load_eval_set(path, manifest_path), cfg, progress=True)
+                   for name, path in (diagnostic_features or {}).items()}
+    write_metrics(metrics_path, result, diagnostics)
     write_cmc(cmc_path, result.cmc)
+    write_parquet_atomic(per_query_path, per_query_table(data, result.per_query))
     queries = pick_queries(data, cfg.n_ranked_queries, cfg.seed)
     if len(queries):
         picture = ranked_list_picture(data, queries, size=cfg.ranked_list_size, normalize=cfg.normalize)

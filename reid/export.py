@@ -4,11 +4,13 @@ A trained model folder (``data/models/<name>/``) holds ``model.pt``, the tensors
 the TRAINING model, and ``model.json``, the few facts needed to rebuild it without the repo's
 params.yaml: the model name, its ModelConfig and the input size (H, W) it was trained at.
 
-Only the inference network is ever rebuilt for use (``model.inference_model()``: for dsa the
-MF-Stream, the DSAG-Stream is dropped). Its weights are the state dict's entries of the tensors it
-shares with the training model, so the number of training identities (the classifier shapes) is not
-needed; the whole state dict's keys are still checked against the named model so that weights of
-another model (e.g. baseline2b read as dsa) are refused rather than half-loaded.
+For use, the inference network is rebuilt (``model.inference_model()``: for dsa the MF-Stream,
+the DSAG-Stream is dropped). Its weights are the state dict's entries of the tensors it shares with
+the training model, so the number of training identities (the classifier shapes) is not needed; the
+whole state dict's keys are still checked against the named model so that weights of another model
+(e.g. baseline2b read as dsa) are refused rather than half-loaded. `load_trained_model` rebuilds the
+whole training model instead (for dsa's fused / DSAG-Stream diagnostics), its classifiers sized
+from the state dict.
 
 Exported files take ``image``: float32 [B, 3, H, W] RGB scaled to [0, 1] and ImageNet-normalised
 (``reid.data.transforms.eval_transform``), batch size free, and give ``feature``: [B, D], the raw
@@ -41,6 +43,7 @@ from reid.config import from_mapping
 from reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from reid.io import atomic_path, write_json_atomic
 from reid.modeling.build import MODEL_NAMES, ModelConfig, build_model
+from reid.modeling.heads import IdClassifier
 
 WEIGHTS_FILE = "model.pt"
 INFO_FILE = "model.json"
@@ -140,23 +143,64 @@ def _inference_state(model: nn.Module, inference: nn.Module, state: dict[str, to
     return out
 
 
-def load_inference_model(weights: str | os.PathLike, info: ModelInfo) -> nn.Module:
-    """The trained inference network (eval mode, CPU) from a training state dict."""
-    state = load_state(weights)
+def _model_for_loading(info: ModelInfo, num_classes: int) -> nn.Module:
     # ImageNet weights would be overwritten at once: never look for them (nor warn they are missing).
-    model = build_model(info.name, 2, dataclasses.replace(info.model, pretrained=None))
+    return build_model(info.name, num_classes, dataclasses.replace(info.model, pretrained=None))
+
+
+def _check_state_keys(model: nn.Module, state: dict[str, torch.Tensor], weights: str | os.PathLike,
+                      name: str) -> None:
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
-        raise ValueError(f"{weights} does not hold a {info.name!r} model with this config: "
+        raise ValueError(f"{weights} does not hold a {name!r} model with this config: "
                          f"missing {missing[:3]}, unexpected {unexpected[:3]} (wrong model name?)")
-    inference = model.inference_model()
+
+
+def _load_checked(module: nn.Module, state: dict[str, torch.Tensor], weights: str | os.PathLike, name: str) -> None:
     try:
-        inference.load_state_dict(_inference_state(model, inference, state), strict=True)
+        module.load_state_dict(state, strict=True)
     except RuntimeError as err:  # shape mismatches: another backbone or width
-        raise ValueError(f"{weights} does not match model {info.name!r} with this config: "
+        raise ValueError(f"{weights} does not match model {name!r} with this config: "
                          f"{str(err).splitlines()[-1].strip()[:300]}") from None
+
+
+def state_num_classes(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
+    """Training identities in `state`: the output size of its ID classifiers (keyed like `model`'s)."""
+    sizes = set()
+    for name, module in model.named_modules():
+        if isinstance(module, IdClassifier):
+            last = [n for n, m in module.named_modules() if isinstance(m, nn.Linear)][-1]
+            key = f"{name}.{last}.weight"
+            if key not in state:
+                raise ValueError(f"state dict lacks the ID classifier weight {key}")
+            sizes.add(int(state[key].shape[0]))
+    if len(sizes) != 1:
+        raise ValueError(f"expected one number of training identities over the ID classifiers, got {sorted(sizes)}")
+    return sizes.pop()
+
+
+def load_inference_model(weights: str | os.PathLike, info: ModelInfo) -> nn.Module:
+    """The trained inference network (eval mode, CPU) from a training state dict."""
+    state = load_state(weights)
+    model = _model_for_loading(info, 2)  # the classifiers are not loaded: any class count does
+    _check_state_keys(model, state, weights, info.name)
+    inference = model.inference_model()
+    _load_checked(inference, _inference_state(model, inference, state), weights, info.name)
     return inference.eval()
+
+
+def load_trained_model(weights: str | os.PathLike, info: ModelInfo) -> nn.Module:
+    """The whole trained model (eval mode, CPU), ID classifiers sized from the state dict.
+
+    For what needs more than the inference network, e.g. dsa's DSAG-Stream at test time.
+    """
+    state = load_state(weights)
+    probe = _model_for_loading(info, 2)
+    _check_state_keys(probe, state, weights, info.name)
+    model = _model_for_loading(info, state_num_classes(probe, state))
+    _load_checked(model, state, weights, info.name)
+    return model.eval()
 
 
 @contextmanager

@@ -23,6 +23,13 @@ Ranked lists truncated at ``top_k`` (``evaluate_ranked``): positives beyond the 
 not retrieved: they add nothing to AP (whose denominator stays the true positive count), a
 query whose hardest positive is not in the list has INP 0, and CMC is exact for every rank the
 list covers.
+
+Per-query values (``EvalResult.per_query``, for paired tests between models) are kept for
+every query, valid or not, in query order: ``valid``, ``ap`` (the non-interpolated AP; NaN for
+an invalid query, so that it cannot be averaged in by mistake), ``first_hit`` (0-based filtered
+rank of the first true match; -1 for an invalid query or when no true match is in a truncated
+list) and ``inp`` (NaN when invalid). They are O(queries) and always the all-gallery ones: with
+``single_gallery_shot`` only the aggregate CMC switches protocol, ``first_hit`` does not.
 """
 
 from __future__ import annotations
@@ -37,6 +44,19 @@ DEFAULT_RANKS = (1, 5, 10, 20)
 
 
 @dataclass
+class PerQuery:
+    """One value per query, in query order (see the module notes for the invalid-query values)."""
+
+    valid: np.ndarray  # bool: has a true match in the gallery
+    ap: np.ndarray  # float64 non-interpolated AP in [0, 1]; NaN when not valid
+    first_hit: np.ndarray  # int64 0-based filtered rank of the first true match; -1 when none
+    inp: np.ndarray  # float64 INP in [0, 1]; NaN when not valid
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {"valid": self.valid, "ap": self.ap, "first_hit": self.first_hit, "inp": self.inp}
+
+
+@dataclass
 class EvalResult:
     """Metrics as fractions in [0, 1]; ``cmc[r]`` = share of valid queries matched within the top r + 1."""
 
@@ -48,6 +68,7 @@ class EvalResult:
     n_query: int
     n_gallery: int = 0
     protocol: str = "market1501"
+    per_query: PerQuery | None = None
 
     def rank(self, r: int) -> float:
         """CMC at 1-based rank r (1 <= r <= max_rank)."""
@@ -67,13 +88,14 @@ class EvalResult:
 
 
 class Accumulator:
-    """Sums per-query statistics over query chunks."""
+    """Sums per-query statistics over query chunks and keeps the per-query values (O(queries))."""
 
     def __init__(self, max_rank: int):
         self.max_rank = max_rank
         self.cmc = np.zeros(max_rank, dtype=np.float64)
         self.ap = self.inp = self.ap_official = 0.0
         self.n_valid = self.n_query = 0
+        self.chunks: list[PerQuery] = []
 
     def add(self, positions: np.ndarray, found: np.ndarray, n_pos: np.ndarray) -> None:
         """positions [c, P]: 0-based filtered ranks of each query's hits, ascending, left-aligned
@@ -82,13 +104,18 @@ class Accumulator:
         self.n_query += c
         valid = n_pos > 0
         self.n_valid += int(valid.sum())
+        # a valid query without any hit in its (truncated) list scores AP 0, INP 0 and no first hit
+        chunk = PerQuery(valid=valid.copy(), ap=np.where(valid, 0.0, np.nan), first_hit=np.full(c, -1, np.int64),
+                         inp=np.where(valid, 0.0, np.nan))
+        self.chunks.append(chunk)
         if p == 0 or not valid.any():
             return
         positions, found, n_pos = positions[valid], found[valid], n_pos[valid]
         pos = positions.astype(np.float64)
         hit_no = np.arange(p, dtype=np.float64)
         precision = (hit_no + 1) / (pos + 1)
-        self.ap += float(((precision * found).sum(1) / n_pos).sum())
+        ap = (precision * found).sum(1) / n_pos
+        self.ap += float(ap.sum())
         # Official Market-1501 code: precision just before this hit (1 at the top of the list).
         old_precision = np.where(pos > 0, hit_no / np.maximum(pos, 1), 1.0)
         self.ap_official += float((((old_precision + precision) / 2 * found).sum(1) / n_pos).sum())
@@ -96,13 +123,23 @@ class Accumulator:
         self.cmc += (first[:, None] <= np.arange(self.max_rank)[None]).sum(0)
         last = np.take_along_axis(positions, (np.minimum(n_pos, p) - 1)[:, None], 1)[:, 0]
         all_found = found.sum(1) == n_pos
-        self.inp += float(np.where(all_found, n_pos / (last + 1.0), 0.0).sum())
+        inp = np.where(all_found, n_pos / (last + 1.0), 0.0)
+        self.inp += float(inp.sum())
+        chunk.ap[valid], chunk.inp[valid] = ap, inp
+        chunk.first_hit[valid] = np.where(found[:, 0], positions[:, 0], -1)
+
+    def per_query(self) -> PerQuery:
+        """The per-query values of every chunk added so far, in query order."""
+        return PerQuery(*(np.concatenate([getattr(ch, name) for ch in self.chunks]) if self.chunks
+                          else np.zeros(0, dtype) for name, dtype in
+                          (("valid", bool), ("ap", np.float64), ("first_hit", np.int64), ("inp", np.float64))))
 
     def result(self, n_gallery: int, protocol: str = "market1501") -> EvalResult:
         nv = max(self.n_valid, 1)
         return EvalResult(cmc=self.cmc / nv, mAP=self.ap / nv, mINP=self.inp / nv,
                           mAP_official=self.ap_official / max(self.n_query, 1),
-                          n_query_valid=self.n_valid, n_query=self.n_query, n_gallery=n_gallery, protocol=protocol)
+                          n_query_valid=self.n_valid, n_query=self.n_query, n_gallery=n_gallery, protocol=protocol,
+                          per_query=self.per_query())
 
 
 def check_labels(n_query: int, n_gallery: int, q_pids, g_pids, q_camids, g_camids) -> tuple[np.ndarray, ...]:

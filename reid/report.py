@@ -4,6 +4,11 @@ Everything here reads files the earlier stages wrote (metrics JSON, CMC TSV, pic
 recomputed, so the report can never disagree with `dvc metrics show`. The papers' numbers are
 published results on real datasets (SPEC §12) and are always printed as such: on the synthetic
 world they are context, never a target the run is compared against.
+
+The papers' orderings (``PAPER_CLAIMS``, one list for metrics/claims.json and the summary) are
+judged by a paired bootstrap over the valid queries of the two models' per-query files
+(data/eval/<m>/per_query.parquet): the same resampled queries for both models, so the interval
+reflects how the two models differ on the same queries rather than how hard the query set is.
 """
 
 from __future__ import annotations
@@ -12,11 +17,13 @@ import csv
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
+import pyarrow.parquet as pq
 
 # Rank-1 / mAP (%) published per dataset (SPEC §12). Keys are prepare.dataset names.
 PAPER_DATASETS = ("market1501", "dukemtmc", "cuhk03_labeled", "cuhk03_detected")
@@ -36,9 +43,17 @@ PAPER_ROW_OF_MODEL = {"baseline": "DSA Table 3: Baseline (RE+LS)", "baseline2b":
 PAPER_CLAIMS = (("dsa", "baseline2b", "DSA Table 3"), ("baseline2b", "baseline", "DSA Table 3"),
                 ("san", "baseline", "SAN Table 4"), ("dsa_san", "dsa", "our extension"),
                 ("dsa_san", "san", "our extension"))
+ClaimMetric = Literal["rank1", "mAP"]
+CLAIM_METRICS: tuple[ClaimMetric, ...] = ("rank1", "mAP")
+BOOTSTRAP_BLOCK = 1 << 22  # resampled indices drawn at once (32 MB of int64)
 
 SCORE_COLUMNS = (("Rank-1", "rank1_pct"), ("Rank-5", "rank5_pct"), ("Rank-10", "rank10_pct"), ("mAP", "mAP_pct"),
                  ("mINP", "mINP_pct"), ("mAP_official", "mAP_official_pct"))
+# metrics/train/<m>.json keys shown beside the scores (not timings: they make `dvc metrics diff` noisy)
+TRAIN_COLUMNS = (("steps", "steps", 0), ("final ID loss", "final_id_loss", 3))
+PRETRAINED = "pretrained"  # evaluation of the pretrained trunk without fine-tuning (no training, no claims)
+PRETRAINED_LABEL = "pretrained trunk, no fine-tuning"
+DIAGNOSTIC_LABELS = {"mf": "mf (inference feature)", "fused": "fused z = f + d", "guide": "guide d alone"}
 
 
 @dataclass
@@ -48,6 +63,33 @@ class ModelResult:
     name: str
     scores: dict[str, float]
     train: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict[str, dict[str, float]] = field(default_factory=dict)  # metrics JSON "diagnostics"
+
+
+@dataclass
+class QueryTable:
+    """A model's per-query file: image ids, validity and the two values the claims test."""
+
+    image_id: np.ndarray  # str
+    valid: np.ndarray  # bool
+    ap: np.ndarray  # float64, NaN when not valid
+    first_hit: np.ndarray  # int64, -1 when none
+
+    def values(self, metric: ClaimMetric) -> np.ndarray:
+        """Per-query value in [0, 1] whose mean over valid queries is the metric: rank-1 hit or AP."""
+        return (self.first_hit == 0).astype(np.float64) if metric == "rank1" else self.ap
+
+
+@dataclass
+class ClaimResult:
+    """One row of metrics/claims.json: an ordering A > B on one metric, in percentage points."""
+
+    claim: str
+    source: str
+    metric: ClaimMetric
+    delta: float
+    ci95: list[float]
+    verdict: Literal["holds", "reversed", "inconclusive"]
 
 
 def read_json(path: str | os.PathLike) -> dict:
@@ -68,7 +110,92 @@ def load_model_result(name: str, metrics_dir: str | os.PathLike = "metrics") -> 
     if missing:
         raise ValueError(f"{metrics_dir / f'{name}.json'}: lacks {', '.join(missing)}")
     train_file = metrics_dir / "train" / f"{name}.json"
-    return ModelResult(name, scores, read_json(train_file) if train_file.is_file() else {})
+    diagnostics = scores.pop("diagnostics", {})
+    return ModelResult(name, scores, read_json(train_file) if train_file.is_file() else {}, diagnostics)
+
+
+def read_query_table(path: str | os.PathLike) -> QueryTable:
+    """A per-query file written by reid.evaluation.run_evaluation; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (run the evaluate stage first)")
+    table = pq.read_table(path)
+    missing = [c for c in ("image_id", "valid", "ap", "first_hit") if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path}: lacks column(s) {', '.join(missing)}")
+    return QueryTable(np.asarray(table.column("image_id").to_pylist(), dtype=object),
+                      table.column("valid").to_numpy().astype(bool),
+                      table.column("ap").to_numpy().astype(np.float64),
+                      table.column("first_hit").to_numpy().astype(np.int64))
+
+
+def paired_query_values(a: QueryTable, b: QueryTable, metric: ClaimMetric, names: tuple[str, str] = ("a", "b")
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(a's values, b's values) on the valid queries, joined on image_id (a's order).
+
+    The two models must have been scored on the same queries with the same valid ones; otherwise
+    the pairing is meaningless, so it is an error naming both models.
+    """
+    a_ids, b_ids = a.image_id[a.valid], b.image_id[b.valid]
+    for label, a_set, b_set in (("query", set(a.image_id), set(b.image_id)), ("valid query", set(a_ids), set(b_ids))):
+        if a_set != b_set:
+            differ = sorted(a_set ^ b_set)
+            raise ValueError(f"{names[0]} and {names[1]} have different {label} sets ({len(differ)} image ids in "
+                             f"one only, first: {', '.join(differ[:3])}); re-run evaluate for both on one manifest")
+    row_of = {image_id: i for i, image_id in enumerate(b.image_id)}
+    b_rows = np.fromiter((row_of[i] for i in a_ids), np.int64, len(a_ids))
+    return a.values(metric)[a.valid], b.values(metric)[b_rows]
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0
+                     ) -> tuple[float, float, float]:
+    """(delta, lo, hi) in percentage points: mean(a) - mean(b) and its 95 % percentile interval.
+
+    `a`, `b` are per-query values in [0, 1] of the same queries, aligned. Each resample draws
+    query indices with replacement and uses the SAME indices for both models (resampling the
+    per-query differences), so what the two models share cancels out.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired values must be two aligned 1-D arrays, got shapes {a.shape} and {b.shape}")
+    if len(a) == 0:
+        raise ValueError("no valid query to bootstrap over")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    diff = 100.0 * (a - b)
+    rng = np.random.default_rng(seed)
+    rows = max(1, BOOTSTRAP_BLOCK // len(diff))
+    stats = np.concatenate([diff[rng.integers(0, len(diff), (min(rows, n_boot - s), len(diff)))].mean(1)
+                            for s in range(0, n_boot, rows)])
+    lo, hi = np.percentile(stats, [2.5, 97.5])
+    return float(diff.mean()), float(lo), float(hi)
+
+
+def claim_verdict(lo: float, hi: float) -> Literal["holds", "reversed", "inconclusive"]:
+    """From the interval alone: entirely above 0 holds, entirely below 0 reversed."""
+    return "holds" if lo > 0 else "reversed" if hi < 0 else "inconclusive"
+
+
+def judge_claims(tables: dict[str, QueryTable], models: Sequence[str], n_boot: int = 2000,
+                 seed: int = 0) -> list[ClaimResult]:
+    """One ClaimResult per PAPER_CLAIMS ordering x CLAIM_METRICS whose two models are in `models`
+    (`tables` must hold theirs). Values are rounded to 4 decimals, and the verdict read from the
+    rounded interval, so that the file agrees with itself."""
+    out = []
+    for better, worse, source in PAPER_CLAIMS:
+        if better not in models or worse not in models:
+            continue
+        for metric in CLAIM_METRICS:
+            a, b = paired_query_values(tables[better], tables[worse], metric, (better, worse))
+            delta, lo, hi = (round(v, 4) for v in paired_bootstrap(a, b, n_boot, seed))
+            out.append(ClaimResult(f"{better} > {worse}", source, metric, delta, [lo, hi], claim_verdict(lo, hi)))
+    return out
+
+
+def claims_document(claims: Sequence[ClaimResult], n_boot: int, seed: int) -> dict:
+    """metrics/claims.json."""
+    return {"method": f"paired bootstrap over valid queries, B={n_boot}, seed={seed}, 95% percentile interval",
+            "claims": [asdict(c) for c in claims]}
 
 
 def read_cmc(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -84,15 +211,28 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def results_table(results: Sequence[ModelResult]) -> str:
-    """Markdown table of this run: scores, queries scored, training time."""
-    header = ["model", *[label for label, _ in SCORE_COLUMNS], "queries", "train time (s)", "train images/s"]
+def results_table(results: Sequence[ModelResult], pretrained: ModelResult | None = None) -> str:
+    """Markdown table of this run: scores, queries scored, optimiser steps and final ID loss; the
+    pretrained trunk without fine-tuning first, when evaluated."""
+    header = ["model", *[label for label, _ in SCORE_COLUMNS], "queries", *[label for label, _, _ in TRAIN_COLUMNS]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in results:
-        cells = [f"`{r.name}`", *[_fmt(r.scores[key]) for _, key in SCORE_COLUMNS],
-                 str(r.scores.get("n_query_valid", "—")), _fmt(r.train.get("train_time_s"), 0),
-                 _fmt(r.train.get("images_per_s"))]
+    rows = [(PRETRAINED_LABEL, pretrained)] if pretrained is not None else []
+    for label, r in rows + [(f"`{r.name}`", r) for r in results]:
+        cells = [label, *[_fmt(r.scores[key]) for _, key in SCORE_COLUMNS], str(r.scores.get("n_query_valid", "—")),
+                 *[_fmt(r.train.get(key), digits) for _, key, digits in TRAIN_COLUMNS]]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def diagnostics_table(results: Sequence[ModelResult]) -> str:
+    """Markdown table of each model's extra feature sets (mf / fused / guide); empty when none has any."""
+    rows = [(r.name, variant, scores) for r in results for variant, scores in r.diagnostics.items()]
+    if not rows:
+        return ""
+    lines = ["| model | feature | Rank-1 | mAP |", "|---|---|---|---|"]
+    for name, variant, scores in rows:
+        lines.append(f"| `{name}` | {DIAGNOSTIC_LABELS.get(variant, variant)} | {_fmt(scores.get('rank1_pct'))} | "
+                     f"{_fmt(scores.get('mAP_pct'))} |")
     return "\n".join(lines)
 
 
@@ -108,17 +248,23 @@ def paper_table(models: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def claims_table(results: Sequence[ModelResult]) -> str:
-    """Each paper ordering (A > B) with this run's Rank-1 and mAP differences and whether it holds."""
-    by_name = {r.name: r for r in results}
-    lines = ["| claim | source | ΔRank-1 | ΔmAP | holds here |", "|---|---|---|---|---|"]
-    for better, worse, source in PAPER_CLAIMS:
-        if better not in by_name or worse not in by_name:
-            continue
-        a, b = by_name[better].scores, by_name[worse].scores
-        d_rank1, d_map = a["rank1_pct"] - b["rank1_pct"], a["mAP_pct"] - b["mAP_pct"]
-        verdict = "yes" if d_rank1 > 0 and d_map > 0 else "no" if d_rank1 <= 0 and d_map <= 0 else "mixed"
-        lines.append(f"| `{better}` > `{worse}` | {source} | {d_rank1:+.1f} | {d_map:+.1f} | {verdict} |")
+def _fmt_interval(c: ClaimResult) -> str:
+    return f"{c.delta:+.1f} [{c.ci95[0]:+.1f}, {c.ci95[1]:+.1f}]"
+
+
+def claims_table(claims: Sequence[ClaimResult]) -> str:
+    """Each ordering (A > B) with its Rank-1 and mAP Δ [95 % interval] in points and the verdicts."""
+    by_claim: dict[tuple[str, str], dict[str, ClaimResult]] = {}
+    for c in claims:
+        by_claim.setdefault((c.claim, c.source), {})[c.metric] = c
+    lines = ["| claim | source | ΔRank-1 [95% CI] | Rank-1 verdict | ΔmAP [95% CI] | mAP verdict |",
+             "|---|---|---|---|---|---|"]
+    for (claim, source), by_metric in by_claim.items():
+        cells = [" > ".join(f"`{m}`" for m in claim.split(" > ")), source]
+        for metric in CLAIM_METRICS:
+            c = by_metric.get(metric)
+            cells += [_fmt_interval(c), c.verdict] if c else ["—", "—"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -142,9 +288,10 @@ def dense_semantics_lines(densepose: dict | None, sanpg: dict | None, texture: d
     return lines
 
 
-def summary_markdown(results: Sequence[ModelResult], dataset: str, *, densepose: dict | None = None,
+def summary_markdown(results: Sequence[ModelResult], dataset: str, *, claims: Sequence[ClaimResult] = (),
+                     method: str = "", pretrained: ModelResult | None = None, densepose: dict | None = None,
                      sanpg: dict | None = None, texture: dict | None = None, backend: str = "?") -> str:
-    """The whole metrics/summary.md."""
+    """The whole metrics/summary.md (`method`: how the claims' intervals were made, claims.json's)."""
     if not results:
         raise ValueError("the report needs at least one model")
     published = (f"published on **{dataset}** itself — same dataset, but other backbones, input sizes and "
@@ -154,7 +301,18 @@ def summary_markdown(results: Sequence[ModelResult], dataset: str, *, densepose:
     parts = [f"# Results on `{dataset}`", "",
              "Query/gallery protocol of SPEC §10 (same pid + same camera removed, junk ignored). "
              "mAP is over valid queries (torchreid/fast-reid); mAP_official is Market-1501's trapezoid AP.", "",
-             results_table(results), "", "## The papers' orderings on this run", "", claims_table(results), ""]
+             results_table(results, pretrained), ""]
+    diagnostics = diagnostics_table(results)
+    if diagnostics:
+        parts += ["### Feature diagnostics", "", "Rank-1 / mAP of each model's other feature sets, "
+                  "same protocol; mf is the feature the model is evaluated with.", "", diagnostics, ""]
+    parts += ["## The papers' orderings on this run", ""]
+    if claims:
+        parts += [f"Δ in points with a {method or 'paired bootstrap 95% interval'}; "
+                  "verdict from the interval alone (above 0 holds, below 0 reversed, else inconclusive).", "",
+                  claims_table(claims), ""]
+    else:
+        parts += ["No ordering has both its models in this run.", ""]
     dense = dense_semantics_lines(densepose, sanpg, texture, backend)
     if dense:
         parts += ["## Regulator inputs", "", *dense, ""]

@@ -18,9 +18,10 @@ import torch
 from reid.data.torch_dataset import ReidDataset, manifest_split
 from reid.data.transforms import train_transform
 from reid.engine import distributed
-from reid.engine.trainer import TrainConfig, train
+from reid.engine.checkpoint import save_weights
+from reid.engine.trainer import TrainConfig, train, train_summary, train_timing
 from reid.export import model_info, write_model_info
-from reid.io import atomic_path, write_json_atomic
+from reid.io import write_json_atomic
 from reid.modeling.build import ModelConfig, build_model
 from stages.common import load_config, read_params
 
@@ -55,21 +56,20 @@ def main(argv: list[str] | None = None) -> None:
     dataset = ReidDataset(manifest, train_transform(cfg.size, crop_scale=cfg.crop_scale, flip_p=cfg.flip_p,
                                                     erasing_p=cfg.erasing_p), **caches)
     # A checkpoint left by a run on other data or another model config must not be resumed.
-    data_key = [file_digest(p) for p in (MANIFEST, *caches.values()) if p is not None]
+    trunk = [Path(model_cfg.pretrained)] if model_cfg.pretrained not in (None, "hub") else []  # its initial weights
+    data_key = [file_digest(p) for p in (MANIFEST, *caches.values(), *trunk) if p is not None]
     out_dir = Path("data/models") / name
     result = train(model, dataset, cfg, out_dir, live_dir=Path("metrics/train") / name,
                    run_id=f"{name}|{num_classes}|{model_cfg}|{data_key}")
 
     if distributed.current().is_main:
-        with atomic_path(out_dir / "model.pt") as tmp:
-            torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
+        save_weights(out_dir / "model.pt", model.state_dict())
         write_model_info(out_dir, model_info(name, model_cfg, cfg.size))  # lets `reid embed/search/export` load it
-        write_json_atomic(Path("metrics/train") / f"{name}.json", {
-            "epochs": result.epochs, "train_time_s": round(result.train_time_s, 2),
-            "images_per_s": round(result.images_per_s, 2), "final_loss": result.final_loss,
-            "world_size": distributed.current().world_size})
-        print(f"train {name}: {result.epochs} epochs, {result.train_time_s:.1f} s, "
-              f"{result.images_per_s:.1f} images/s, final loss {result.final_loss:.4f} -> {out_dir}/model.pt")
+        write_json_atomic(Path("metrics/train") / f"{name}.json", train_summary(result, num_classes))
+        write_json_atomic(out_dir / "timing.json", train_timing(result, distributed.current().world_size))
+        print(f"train {name}: {result.steps} steps, {result.train_time_s:.1f} s, {result.images_per_s:.1f} images/s, "
+              f"loss {result.metrics.get('loss', float('nan')):.4f} (first epoch "
+              f"{result.first_metrics.get('loss', float('nan')):.4f}) -> {out_dir}/model.pt")
     distributed.cleanup()
 
 

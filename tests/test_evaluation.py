@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -175,3 +176,44 @@ def test_stage_end_to_end(tmp_path, monkeypatch):
 def test_config_rejects_single_shot_with_top_k():
     with pytest.raises(ValueError, match="single_gallery_shot"):
         EvaluateConfig(top_k=5, single_gallery_shot=3).validate()
+
+
+def test_stage_writes_per_query_values_consistent_with_the_metrics(tmp_path, monkeypatch):
+    from stages import evaluate as stage
+
+    q, g, qp, gp, qc, gc = make_world(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"evaluate": {"max_rank": 5, "normalize": False}}))
+    monkeypatch.chdir(tmp_path)
+    stage.main(["toy"])
+    metrics = json.loads((tmp_path / "metrics" / "toy.json").read_text())
+    assert "diagnostics" not in metrics  # no extra feature sets
+    table = pq.read_table(tmp_path / "data" / "eval" / "toy" / "per_query.parquet")
+    assert table.column_names == ["image_id", "pid", "camid", "valid", "ap", "first_hit", "inp"]
+    assert [str(t) for t in table.schema.types] == ["string", "int64", "int64", "bool", "double", "int64", "double"]
+    rows = table.to_pydict()
+    assert rows["image_id"] == [f"query/{i:04d}" for i in range(len(q))]  # manifest order
+    assert rows["pid"] == qp.tolist() and rows["camid"] == qc.tolist()
+    valid = np.array(rows["valid"])
+    assert valid.sum() == metrics["n_query_valid"]
+    assert 100 * np.mean(np.array(rows["ap"])[valid]) == pytest.approx(metrics["mAP_pct"], abs=1e-3)
+    assert 100 * np.mean(np.array(rows["inp"])[valid]) == pytest.approx(metrics["mINP_pct"], abs=1e-3)
+    assert 100 * np.mean(np.array(rows["first_hit"])[valid] == 0) == pytest.approx(metrics["rank1_pct"], abs=1e-3)
+
+
+def test_stage_evaluates_fused_and_guide_features_into_diagnostics(tmp_path, monkeypatch):
+    from stages import evaluate as stage
+
+    q, g, qp, gp, qc, gc = make_world(tmp_path)
+    ids, feats = read_features(tmp_path / "data" / "features" / "toy.parquet")
+    noisy = feats + np.random.default_rng(1).normal(0, 8, feats.shape).astype(np.float32)
+    write_features(tmp_path / "data" / "features" / "toy_fused.parquet", ids, feats)  # same as mf
+    write_features(tmp_path / "data" / "features" / "toy_guide.parquet", ids, noisy)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"evaluate": {"max_rank": 5, "normalize": False}}))
+    monkeypatch.chdir(tmp_path)
+    stage.main(["toy"])
+    metrics = json.loads((tmp_path / "metrics" / "toy.json").read_text())
+    diag = metrics["diagnostics"]
+    assert set(diag) == {"mf", "fused", "guide"}
+    assert diag["mf"] == {k: metrics[k] for k in ("rank1_pct", "mAP_pct", "mINP_pct")} == diag["fused"]
+    guide = evaluate(_dist(noisy[:len(q)], noisy[len(q):]), qp, gp, qc, gc, max_rank=5)  # ids: queries first
+    assert diag["guide"]["mAP_pct"] == pytest.approx(100 * guide.mAP, abs=1e-3)

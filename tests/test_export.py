@@ -17,9 +17,11 @@ from reid.export import (
     export_onnx,
     export_torchscript,
     load_inference_model,
+    load_trained_model,
     model_info,
     onnx_weight_count,
     read_model_info,
+    state_num_classes,
     weight_count,
     write_model_info,
 )
@@ -74,6 +76,27 @@ def test_load_inference_model_round_trip_and_drops_training_parts(trained) -> No
         assert n_net < sum(p.numel() for p in model.parameters())  # classifiers (and the DSAG-Stream) dropped
     dsa_net = load_inference_model(trained["dsa"][1], model_info("dsa", CFG, SIZE))
     assert not any(name.startswith("dsag") for name, _ in dsa_net.named_parameters())
+
+
+def test_load_trained_model_restores_the_whole_model_with_its_classes(trained) -> None:
+    for name, (model, weights) in trained.items():
+        full = load_trained_model(weights, model_info(name, CFG, SIZE))
+        assert not full.training
+        assert state_num_classes(full, full.state_dict()) == 5  # sized from the classifier weights
+        expected = model.state_dict()
+        assert all(torch.equal(v, expected[k]) for k, v in full.state_dict().items())
+    dsa = load_trained_model(trained["dsa"][1], model_info("dsa", CFG, SIZE))
+    images, dsap = torch.randn(2, 3, *SIZE), torch.randn(2, 24, 3, CFG.dsap_size, CFG.dsap_size)
+    with torch.no_grad():
+        assert torch.equal(dsa.forward_fused_features(images, dsap),
+                           trained["dsa"][0].forward_fused_features(images, dsap))
+    with pytest.raises(ValueError, match="does not hold a 'baseline2b' model"):
+        load_trained_model(trained["dsa"][1], model_info("baseline2b", CFG, SIZE))
+    state = dict(trained["baseline"][0].state_dict(), **{"classifier.net.3.weight": torch.zeros(7, 16)})
+    with pytest.raises(ValueError, match="one number of training identities"):
+        state_num_classes(trained["dsa"][0], {**trained["dsa"][0].state_dict(),
+                                              "cls_z_global.net.3.weight": torch.zeros(7, 16)})
+    assert state_num_classes(trained["baseline"][0], state) == 7
 
 
 def test_wrong_or_bad_weights_are_refused_with_clear_errors(trained, tmp_path) -> None:

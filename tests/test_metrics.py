@@ -157,3 +157,50 @@ def test_count_closer_matches_brute_force(seed):
     want_equal = (valid_d[:, None, :] == d_pos[:, :, None]).sum(2) * found
     np.testing.assert_array_equal(closer, want_closer)
     np.testing.assert_array_equal(equal, want_equal)
+
+
+def _agrees_with_aggregates(r):
+    """Per-query values reproduce the aggregates: mean AP over valid = mAP, share of first_hit 0 = rank-1."""
+    pq = r.per_query
+    assert len(pq.valid) == r.n_query and int(pq.valid.sum()) == r.n_query_valid
+    assert pq.ap.dtype == np.float64 and pq.first_hit.dtype == np.int64 and pq.valid.dtype == bool
+    assert np.isnan(pq.ap[~pq.valid]).all() and np.isnan(pq.inp[~pq.valid]).all()
+    assert (pq.first_hit[~pq.valid] == -1).all()
+    assert pq.ap[pq.valid].mean() == pytest.approx(r.mAP)
+    assert pq.inp[pq.valid].mean() == pytest.approx(r.mINP)
+    assert (pq.first_hit[pq.valid] == 0).mean() == pytest.approx(r.cmc[0])
+
+
+def test_per_query_values_of_the_hand_computed_case():
+    pq = evaluate(DIST, Q_PIDS, G_PIDS, Q_CAMS, G_CAMS).per_query
+    np.testing.assert_array_equal(pq.valid, [True, False, True, True])
+    np.testing.assert_array_equal(pq.first_hit, [1, -1, 0, 0])
+    np.testing.assert_allclose(pq.ap[[0, 2, 3]], [(1 / 2 + 2 / 4) / 2, (1 + 2 / 3) / 2, 1.0])
+    np.testing.assert_allclose(pq.inp[[0, 2, 3]], [2 / 4, 2 / 3, 1.0])
+    # a truncated list: query 0's first hit is still in the list, its hardest positive is not
+    cut = evaluate_ranked(np.argsort(DIST, axis=1, kind="stable"), Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, depth=2).per_query
+    np.testing.assert_array_equal(cut.first_hit, [1, -1, 0, 0])
+    assert cut.inp[0] == 0 and cut.ap[0] == pytest.approx(1 / 4)
+    # depth 1: query 0 has no hit in its list at all -> valid, AP 0, first_hit -1
+    top1 = evaluate_ranked(np.argsort(DIST, axis=1, kind="stable"), Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, depth=1)
+    assert top1.per_query.valid[0] and top1.per_query.ap[0] == 0 and top1.per_query.first_hit[0] == -1
+    _agrees_with_aggregates(top1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_per_query_values_agree_with_aggregates_on_every_path(seed):
+    rng = np.random.default_rng(seed)
+    nq, ng = rng.integers(5, 30), rng.integers(3, 90)
+    dist = rng.integers(0, 5, (nq, ng)).astype(np.float32)
+    g_pids, g_cams = rng.integers(-1, 6, ng), rng.integers(0, 3, ng)
+    q_pids, q_cams = rng.integers(0, 6, nq), rng.integers(0, 3, nq)
+    exact = evaluate(dist, q_pids, g_pids, q_cams, g_cams, max_rank=20)
+    _agrees_with_aggregates(exact)
+    order = np.argsort(dist, axis=1, kind="stable")
+    full = evaluate_ranked(order, q_pids, g_pids, q_cams, g_cams, max_rank=20)
+    for name in ("valid", "ap", "first_hit", "inp"):
+        np.testing.assert_allclose(getattr(full.per_query, name), getattr(exact.per_query, name))
+    _agrees_with_aggregates(evaluate_ranked(order, q_pids, g_pids, q_cams, g_cams, max_rank=20, depth=3))
+    # single-gallery-shot: the per-query values stay the all-gallery ones
+    sgs = evaluate(dist, q_pids, g_pids, q_cams, g_cams, max_rank=20, single_gallery_shot=3)
+    np.testing.assert_array_equal(sgs.per_query.first_hit, exact.per_query.first_hit)

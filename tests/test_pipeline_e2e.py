@@ -57,7 +57,18 @@ def test_repro_writes_every_output(repo):
         assert metrics["n_query_valid"] > 0
         assert (repo / "metrics" / "cmc" / f"{name}.tsv").is_file()
         assert (repo / "data" / "eval" / name / "ranked_list.png").is_file()
-        assert json.loads((repo / "metrics" / "train" / f"{name}.json").read_text())["epochs"] == 2
+        train = json.loads((repo / "metrics" / "train" / f"{name}.json").read_text())
+        assert train["epochs"] == 2 and train["steps"] == 4  # micro: 2 epochs x max_batches_per_epoch 2
+        assert train["final_id_loss"] > 0 and train["chance_id_loss"] > 0
+    for name in ("dsa", "dsa_san"):
+        diagnostics = json.loads((repo / "metrics" / f"{name}.json").read_text())["diagnostics"]
+        assert set(diagnostics) == {"mf", "fused", "guide"}
+    pretrain = json.loads((repo / "metrics" / "train" / "pretrain.json").read_text())
+    assert pretrain["steps"] == 2 and pretrain["identities"] == 6
+    assert json.loads((repo / "metrics" / "pretrained.json").read_text())["n_query_valid"] > 0
+    claims = json.loads((repo / "metrics" / "claims.json").read_text())["claims"]
+    assert len(claims) == 10 and {c["metric"] for c in claims} == {"rank1", "mAP"}
+    assert all(c["ci95"][0] <= c["delta"] <= c["ci95"][1] for c in claims)
     densepose = json.loads((repo / "metrics" / "densepose.json").read_text())
     assert 0.0 < densepose["found_fraction"] <= 1.0
     sanpg = json.loads((repo / "metrics" / "sanpg.json").read_text())
@@ -66,6 +77,7 @@ def test_repro_writes_every_output(repo):
     assert texture["n_cached"] > 0 and texture["l1_pseudo"] > 0  # scored against the world's true atlases
     summary = (repo / "metrics" / "summary.md").read_text()
     assert all(f"| `{name}` |" in summary for name in MODELS)
+    assert "| pretrained trunk, no fine-tuning |" in summary
     for picture in ("synth/contact_sheet.png", "dsap_samples.png", "sanpg/samples.png", "texture_samples.png",
                     "report/figures.png"):
         assert (repo / "data" / picture).stat().st_size > 0
@@ -120,6 +132,14 @@ def test_san_knob_reaches_only_the_san_stages(repo):
     assert descendants(repo, dirty) == expected
 
 
+def test_pretraining_knob_reaches_every_trunk_and_nothing_else(repo):
+    dirty = dirty_stages_after(repo, "pretrain", "num_workers", 2)
+    assert dirty == {"pretrain"}
+    expected = ({"pretrain", "train_sanpg", "texture", "features@pretrained", "evaluate@pretrained"}
+                | downstream(("train", "features", "evaluate"), MODELS))
+    assert descendants(repo, dirty) == expected
+
+
 def test_dsap_knob_reaches_only_the_dsa_models(repo):
     dirty = dirty_stages_after(repo, "dsap", "batch_size", 2)
     assert dirty == {"dsap"}
@@ -138,5 +158,5 @@ def test_experiment_runs_only_dependent_stages_and_metrics_diff_compares_commits
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline triplet weight 0.5"], repo)
     diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], repo))
-    assert "final_loss" in diff["metrics/train/baseline.json"]  # another loss weight: another training curve
+    assert "last_epoch_loss" in diff["metrics/train/baseline.json"]  # another loss weight: another training curve
     assert not any(path.startswith(("metrics/densepose", "metrics/dsa")) for path in diff)  # nothing else re-ran

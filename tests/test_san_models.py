@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 from modelutil import loss_history
@@ -8,7 +10,15 @@ from reid.config import ConfigError, from_mapping
 from reid.modeling.backbone import ResNetTrunk
 from reid.modeling.baseline import GlobalEncoder
 from reid.modeling.build import MODEL_NAMES, ModelConfig, build_model
-from reid.modeling.san import SANPG, SADecoder, decoder_triplet, pairwise_mse
+from reid.modeling.san import (
+    DECODER_WIDTHS,
+    SANPG,
+    SADecoder,
+    decoder_triplet,
+    pairwise_decoder_distance,
+    pairwise_mse,
+    pairwise_normalized_distance,
+)
 from reid.parts import N_PARTS, atlas_shape
 
 S, T = 16, 8  # tiny DSAP size and texture tile
@@ -112,45 +122,78 @@ def test_decoder_handles_last_stride_2_and_odd_sizes():
 
 # --- decoder triplet constraints ---
 
-def reference_decoder_triplet(maps, labels, margin):
-    """Straightforward loop: per anchor, hardest positive and hardest negative by whole-map MSE."""
+def reference_distance(a, b, distance):
+    """Whole-map MSE, or the squared distance of the two maps flattened and L2-normalised."""
+    if distance == "mse":
+        return ((a - b) ** 2).mean()
+    a, b = a.flatten(), b.flatten()
+    return ((a / a.norm() - b / b.norm()) ** 2).sum()
+
+
+def reference_decoder_triplet(maps, labels, margin, distance):
+    """Straightforward loop: per anchor, hardest positive and hardest negative by `distance`."""
     total, n = 0.0, 0
     for a in range(len(labels)):
-        pos = [((maps[a] - maps[p]) ** 2).mean() for p in range(len(labels)) if p != a and labels[p] == labels[a]]
-        neg = [((maps[a] - maps[q]) ** 2).mean() for q in range(len(labels)) if labels[q] != labels[a]]
+        others = [p for p in range(len(labels)) if p != a]
+        pos = [reference_distance(maps[a], maps[p], distance) for p in others if labels[p] == labels[a]]
+        neg = [reference_distance(maps[a], maps[q], distance) for q in others if labels[q] != labels[a]]
         if pos and neg:
             total = total + torch.relu(max(pos) - min(neg) + margin)
             n += 1
     return total / max(n, 1)
 
 
+@pytest.mark.parametrize("distance", ["normalized", "mse"])
 @pytest.mark.parametrize("k", [2, 3, 4, 5])
-def test_decoder_triplet_any_k_equals_loop_reference(k):
+def test_decoder_triplet_any_k_equals_loop_reference(k, distance):
     g = torch.Generator().manual_seed(k)
     p = 4
     labels = torch.arange(p).repeat_interleave(k)[torch.randperm(p * k, generator=g)]  # any order; a mix of active and inactive anchors
     centres = torch.randn(p, 6, 5, 3, generator=g)
     maps = centres[labels] + 1.5 * torch.randn(p * k, 6, 5, 3, generator=g) + 3.0
     maps.requires_grad_(True)
-    loss = decoder_triplet(maps, labels, 0.3)
-    ref = reference_decoder_triplet(maps, labels, 0.3)
+    # margins that leave active and inactive anchors at both distance scales (mse ~ 4.5, normalized ~ 0.3)
+    margin = 0.3 if distance == "mse" else 0.05
+    loss = decoder_triplet(maps, labels, margin, distance)
+    ref = reference_decoder_triplet(maps, labels, margin, distance)
     assert torch.allclose(loss, ref, atol=1e-5) and loss.item() > 0
     (grad,) = torch.autograd.grad(loss, maps)
     (ref_grad,) = torch.autograd.grad(ref, maps)
     assert torch.allclose(grad, ref_grad, atol=1e-6)
+    assert torch.allclose(pairwise_decoder_distance(maps, distance)[0, 1],
+                          reference_distance(maps[0], maps[1], distance), atol=1e-5)
     assert torch.allclose(pairwise_mse(maps)[0, 1], ((maps[0] - maps[1]) ** 2).mean(), atol=1e-5)
 
 
-def test_decoder_triplet_margin_and_degenerate_batches():
+def test_normalized_distance_ignores_map_scale_and_lies_in_0_4():
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(6, 4, 3, 2, generator=g)
+    dist = pairwise_normalized_distance(maps)
+    scale = torch.tensor([1e-4, 1.0, 3.0, 1e3, 0.02, 7.0]).view(6, 1, 1, 1)  # per map, positive
+    assert torch.allclose(pairwise_normalized_distance(maps * scale), dist, atol=1e-5)
+    assert not torch.allclose(pairwise_mse(maps * scale), pairwise_mse(maps))
+    assert dist.min() >= 0 and dist.max() <= 4 and torch.allclose(dist.diagonal(), torch.zeros(6), atol=1e-5)
+    opposite = torch.stack([maps[0], -maps[0], 5 * maps[0]])
+    assert torch.allclose(pairwise_normalized_distance(opposite),
+                          torch.tensor([[0.0, 4.0, 0.0], [4.0, 0.0, 4.0], [0.0, 4.0, 0.0]]), atol=1e-5)
+    with pytest.raises(ValueError, match="normalized"):
+        pairwise_decoder_distance(maps, "cosine")
+
+
+@pytest.mark.parametrize("distance", ["normalized", "mse"])
+def test_decoder_triplet_margin_and_degenerate_batches(distance):
     labels = torch.tensor([0, 0, 1, 1])
-    maps = torch.tensor([0.0, 0.0, 10.0, 10.0]).view(4, 1, 1, 1).expand(4, 2, 2, 2).clone()
-    assert decoder_triplet(maps, labels, 0.3).item() == pytest.approx(0.0)  # separated beyond the margin
-    assert decoder_triplet(torch.zeros(4, 2, 2, 2), labels, 0.3).item() == pytest.approx(0.3)
+    # identities 10 apart in MSE and orthogonal after normalisation: both beyond the margin
+    first = torch.tensor([10.0, 0.0]).view(1, 2, 1, 1).expand(2, 2, 2, 2)
+    second = torch.tensor([0.0, 10.0]).view(1, 2, 1, 1).expand(2, 2, 2, 2)
+    maps = torch.cat([first, second])
+    assert decoder_triplet(maps, labels, 0.3, distance).item() == pytest.approx(0.0)
+    assert decoder_triplet(torch.ones(4, 2, 2, 2), labels, 0.3, distance).item() == pytest.approx(0.3)
     lone = torch.randn(3, 2, 2, 2, requires_grad=True)
-    zero = decoder_triplet(lone, torch.tensor([0, 1, 2]), 0.3)  # no positive anywhere
+    zero = decoder_triplet(lone, torch.tensor([0, 1, 2]), 0.3, distance)  # no positive anywhere
     assert zero.item() == 0.0 and zero.requires_grad
     with pytest.raises(ValueError, match="labels"):
-        decoder_triplet(lone, torch.tensor([0, 1]), 0.3)
+        decoder_triplet(lone, torch.tensor([0, 1]), 0.3, distance)
 
 
 # --- models: interface, losses, inference cost ---
@@ -227,6 +270,9 @@ def test_config_errors_name_the_parameter():
         from_mapping(ModelConfig, {"texture_tile": 0}, "model")
     with pytest.raises(ConfigError, match="recon_weight"):
         from_mapping(ModelConfig, {"recon_weight": -1.0}, "model")
+    with pytest.raises(ConfigError, match="decoder_triplet_distance"):
+        from_mapping(ModelConfig, {"decoder_triplet_distance": "cosine"}, "model")
+    assert ModelConfig().decoder_triplet_distance == "normalized"
 
 
 # --- training reduces the loss ---
@@ -241,3 +287,33 @@ def test_a_few_steps_reduce_the_loss(name):
     assert total[-1] < total[0]
     assert history[-1]["recon"] < history[0]["recon"]
     assert history[-1]["decoder_triplet"] < history[0]["decoder_triplet"]
+
+
+def identity_batches(steps: int, p: int = 4, k: int = 2, seed: int = 1):
+    """`steps` fresh P x K batches of 32x16 images: a colour and a pattern per identity plus noise;
+    a flat texture colour per identity."""
+    g = torch.Generator().manual_seed(seed)
+    h, w, _ = atlas_shape(T)
+    labels = torch.arange(p).repeat_interleave(k)
+    looks = torch.rand(p, 3, 1, 1, generator=g) * 4 - 2 + torch.randn(p, 3, 32, 16, generator=g)
+    textures = (torch.rand(p, 3, 1, 1, generator=g) * 1.2 - 0.6).expand(p, 3, h, w)
+    for _ in range(steps):
+        yield {"image": looks[labels] + 0.5 * torch.randn(p * k, 3, 32, 16, generator=g), "label": labels,
+               "texture": textures[labels].contiguous()}
+
+
+def test_decoder_triplet_leaves_the_margin_when_training():
+    # The official whole-map MSE sat at margin x 4 levels = 1.2 for every epoch of the pipeline;
+    # on normalised maps the constraints are met within a few steps, all loss terms training.
+    torch.manual_seed(0)
+    model = build_model("san", 4, dataclasses.replace(CFG, decoder_triplet_distance="normalized")).train()
+    opt = torch.optim.Adam(model.parameters(), lr=8e-4, weight_decay=5e-4)
+    history = []
+    for batch in identity_batches(20):
+        terms = model.losses(model(batch), batch)
+        opt.zero_grad()
+        sum(terms.values()).backward()
+        opt.step()
+        history.append(terms["decoder_triplet"].item())
+    at_margin = CFG.decoder_triplet_margin * (len(DECODER_WIDTHS) - 1)  # four up-block levels
+    assert max(history[-5:]) < 0.25 * at_margin, history

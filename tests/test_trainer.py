@@ -188,7 +188,9 @@ def test_train_stage_writes_outputs_and_continues(tmp_path, monkeypatch) -> None
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     stage.main(["baseline"])
     summary = json.loads((tmp_path / "metrics/train/baseline.json").read_text())
-    assert summary["epochs"] == 1 and summary["images_per_s"] > 0 and math.isfinite(summary["final_loss"])
+    assert summary["epochs"] == 1 and summary["steps"] > 0 and math.isfinite(summary["last_epoch_loss"])
+    assert "images_per_s" not in summary  # timings live apart from the tracked metrics
+    assert json.loads((tmp_path / "data/models/baseline/timing.json").read_text())["images_per_s"] > 0
     weights = torch.load(tmp_path / "data/models/baseline/model.pt", weights_only=True)
     assert set(weights) == set(TinyModel(8).state_dict())
 
@@ -197,6 +199,9 @@ def test_train_stage_writes_outputs_and_continues(tmp_path, monkeypatch) -> None
     stage.main(["baseline"])
     rows = (tmp_path / "metrics/train/baseline/plots/metrics/loss.tsv").read_text().splitlines()
     assert [r.split("\t")[0] for r in rows[1:]] == ["0", "1"]
+    resumed = json.loads((tmp_path / "metrics/train/baseline.json").read_text())
+    assert resumed["steps"] == 2 * summary["steps"]  # counted across the resumption
+    assert resumed["first_epoch_loss"] == summary["first_epoch_loss"]  # epoch 1's loss, kept by the checkpoint
 
     make_manifest(tmp_path / "data", n_ids=8, per_id=2)  # new data (e.g. another world seed): start over
     with pytest.warns(UserWarning, match="other settings"):

@@ -29,7 +29,12 @@ def manifest_split(path: str | os.PathLike, splits: Sequence[str] | None = None)
     table, root = read_manifest(path)
     if splits is not None:
         table = table.filter(pc.is_in(table["split"], pa.array(list(splits))))
-    paths = [str(root / p) for p in table["path"].to_pylist()]  # Path join keeps an absolute p as is
+    return rooted(table, root)
+
+
+def rooted(table: pa.Table, root: str | os.PathLike) -> pa.Table:
+    """Manifest rows with `path` made usable: root / path (an absolute path stays as it is)."""
+    paths = [str(Path(root) / p) for p in table["path"].to_pylist()]
     return table.set_column(table.column_names.index("path"), "path", pa.array(paths, pa.string()))
 
 

@@ -58,8 +58,12 @@ _STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 def dsap_tensor(dsap: np.ndarray) -> torch.Tensor:
     """uint8 [24, S, S, 3] -> float [24, 3, S, S] with the image normalisation.
 
-    Deliberately no flip, crop or erasing: a flipped image has the same DSAP (SPEC §2), the
-    DSAP grid is already aligned in UV, and erasing would blank whole semantic parts.
+    Deliberately no flip, crop or erasing. A flipped crop keeps its unflipped DSAP (SPEC §2): the
+    24 DSAG branches have their own conv1-conv3 weights up to the left/right merge, so a DSAP with
+    left and right swapped would be a different input, not a mirrored one; pairing a flipped crop
+    with the unflipped DSAP is consistent because the two streams meet only after pooling, where
+    the MF-Stream's pooled feature is (nearly) flip-invariant. The DSAP grid is already aligned in
+    UV, and erasing would blank whole semantic parts.
     """
     x = torch.from_numpy(np.array(dsap)).permute(0, 3, 1, 2).float().div_(255.0)
     return (x - _MEAN) / _STD

@@ -8,13 +8,14 @@ is never resumed by mistake.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from reid.io import atomic_path
+from reid.io import atomic_path, write_bytes_atomic
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -27,6 +28,15 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write `state` atomically (temp file + rename), so a kill never leaves half a checkpoint."""
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+
+
+def save_weights(path: str | os.PathLike, state: dict[str, torch.Tensor]) -> None:
+    """Write a tensors-only state dict atomically. Serialised in memory first: torch names the zip's
+    inner folder after the file it writes, so saving straight to a random temp name would make
+    identical weights differ in bytes (and in DVC hash)."""
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

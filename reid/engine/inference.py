@@ -1,13 +1,18 @@
-"""Feature extraction: embeddings of a dataset as an Arrow table (image_id, feature).
+"""Feature extraction: embeddings of a dataset as Arrow tables (image_id, feature).
 
-Batched, eval transform (the dataset's), ``model.forward_features`` of an inference module,
-optional flip averaging. Under torchrun each rank embeds every world_size-th image and the
-shards are gathered, so every rank returns the whole table in dataset order.
+Batched, eval transform (the dataset's), optional flip averaging. What is embedded is a
+`BatchFeatures` function of (model, batch) -> named features: `image_features` (the inference
+module's ``forward_features``, one table) or `dsa_stream_features` (a whole dsa / dsa_san model on
+image + DSAP: the MF-Stream, fused and DSAG-Stream features in one pass, one table each). Flip
+averaging mirrors only the image: a flipped crop keeps its unflipped DSAP-images (SPEC §2).
+Under torchrun each rank embeds every world_size-th image and the shards are gathered, so every
+rank returns the whole tables in dataset order.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 
 import pyarrow as pa
 import torch
@@ -21,23 +26,52 @@ from reid.data.transforms import eval_transform
 from reid.engine import distributed
 from reid.engine.trainer import autocast_dtype
 
+Batch = dict[str, torch.Tensor]
+BatchFeatures = Callable[[nn.Module, Batch], dict[str, torch.Tensor]]
+MODEL_INPUTS = ("image", "dsap")  # batch keys moved to the device; labels and indices stay behind
+DSA_STREAMS = ("mf", "fused", "guide")  # [f_G, f_L], [z_G, z_L] = f + d, [d_G, d_L]
+
+
+def image_features(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+    """{"feature": model.forward_features(image)}: an inference module's embedding."""
+    return {"feature": model.forward_features(batch["image"])}
+
+
+def dsa_stream_features(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+    """{"mf", "fused", "guide"} of a whole dsa / dsa_san model from batch image and DSAP."""
+    return model.forward_stream_features(batch["image"], batch["dsap"])
+
+
+def mirrored(batch: Batch) -> Batch:
+    """The batch with its images flipped left-right and everything else, the DSAP included, as is."""
+    return {**batch, "image": batch["image"].flip(-1)}
+
 
 @torch.no_grad()
-def embed(model: nn.Module, images: torch.Tensor, *, flip: bool = False) -> torch.Tensor:
-    """float32 [B, D] features; with `flip`, the mean of the image's and its mirror's features."""
-    features = model.forward_features(images).float()
+def embed_batch(model: nn.Module, batch: Batch, features: BatchFeatures = image_features, *,
+                flip: bool = False) -> dict[str, torch.Tensor]:
+    """float32 named features [B, D]; with `flip`, each the mean over the batch and its mirror."""
+    out = {name: f.float() for name, f in features(model, batch).items()}
     if flip:
-        features = (features + model.forward_features(images.flip(-1)).float()) / 2
-    return features
+        mirror = features(model, mirrored(batch))
+        out = {name: (f + mirror[name].float()) / 2 for name, f in out.items()}
+    return out
+
+
+def embed(model: nn.Module, images: torch.Tensor, *, flip: bool = False) -> torch.Tensor:
+    """float32 [B, D] features of an inference module; with `flip`, the mean of image and mirror."""
+    return embed_batch(model, {"image": images}, flip=flip)["feature"]
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, dataset: Dataset, image_ids: list[str], *, device: torch.device,
-                     batch_size: int = 128, num_workers: int = 0, flip: bool = False, amp: str = "auto",
-                     channels_last: bool = True) -> pa.Table:
-    """Table ``image_id: string, feature: fixed_size_list<float32>[D]`` for every item of `dataset`.
+def extract_named_features(model: nn.Module, dataset: Dataset, image_ids: list[str], *,
+                           features: BatchFeatures, dims: Mapping[str, int], device: torch.device,
+                           batch_size: int = 128, num_workers: int = 0, flip: bool = False, amp: str = "auto",
+                           channels_last: bool = True) -> dict[str, pa.Table]:
+    """{name: table ``image_id: string, feature: fixed_size_list<float32>[dims[name]]``} over `dataset`.
 
-    `image_ids[i]` names ``dataset[i]``; items are dicts with an ``"image"`` tensor.
+    `image_ids[i]` names ``dataset[i]``; items are dicts with the tensors `features` reads;
+    `dims` names the features `features` returns (also what an empty shard contributes).
     """
     if len(image_ids) != len(dataset):
         raise ValueError(f"extract_features: {len(image_ids)} image ids for {len(dataset)} dataset items")
@@ -49,18 +83,38 @@ def extract_features(model: nn.Module, dataset: Dataset, image_ids: list[str], *
     amp_dtype = autocast_dtype(amp, device)
     shard = Subset(dataset, range(info.rank, len(dataset), info.world_size))
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=on_cuda)
-    chunks = []
+    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in dims}
     for batch in tqdm(loader, desc="features", disable=not info.is_main, leave=False):
-        images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        inputs = {k: batch[k].to(device, non_blocking=True) for k in MODEL_INPUTS if k in batch}
+        inputs["image"] = inputs["image"].contiguous(memory_format=memory_format)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            chunks.append(embed(model, images, flip=flip))
-    dim = int(model.feature_dim)
+            out = embed_batch(model, inputs, features, flip=flip)
+        if set(out) != set(dims):
+            raise ValueError(f"extract_features: the features are {sorted(out)}, expected {sorted(dims)}")
+        for name, f in out.items():
+            chunks[name].append(f)
+    return {name: _feature_table(chunks[name], int(dim), image_ids, device, len(dataset), info.world_size)
+            for name, dim in dims.items()}
+
+
+def _feature_table(chunks: list[torch.Tensor], dim: int, image_ids: list[str], device: torch.device,
+                   n: int, world_size: int) -> pa.Table:
     features = torch.cat(chunks) if chunks else torch.empty(0, dim, device=device)
-    if info.world_size > 1:
-        features = _gather_strided(features, len(dataset), info.world_size)
+    if world_size > 1:
+        features = _gather_strided(features, n, world_size)
     values = pa.array(features.cpu().numpy().reshape(-1), pa.float32())
     return pa.table({"image_id": pa.array(image_ids, pa.string()),
                      "feature": pa.FixedSizeListArray.from_arrays(values, dim)})
+
+
+def extract_features(model: nn.Module, dataset: Dataset, image_ids: list[str], *, device: torch.device,
+                     **kwargs) -> pa.Table:
+    """Table ``image_id: string, feature: fixed_size_list<float32>[D]`` of an inference module's
+    ``forward_features`` for every item of `dataset` (dicts with an ``"image"``); kwargs as
+    extract_named_features'."""
+    tables = extract_named_features(model, dataset, image_ids, features=image_features,
+                                    dims={"feature": int(model.feature_dim)}, device=device, **kwargs)
+    return tables["feature"]
 
 
 def _gather_strided(local: torch.Tensor, n: int, world_size: int) -> torch.Tensor:
@@ -83,3 +137,18 @@ def manifest_features(model: nn.Module, manifest_path: str | os.PathLike, size: 
     table = manifest_split(manifest_path, list(splits))
     dataset = ReidDataset(table, eval_transform(size))
     return extract_features(model, dataset, dataset.image_ids, device=device, **kwargs)
+
+
+def manifest_dsa_stream_features(model: nn.Module, manifest_path: str | os.PathLike,
+                                 dsap_path: str | os.PathLike, size: tuple[int, int], *, device: torch.device,
+                                 splits: tuple[str, ...] = ("query", "gallery"), **kwargs) -> dict[str, pa.Table]:
+    """{"mf", "fused", "guide"} tables of the manifest's `splits` rows with their DSAP images.
+
+    `model` is a whole dsa / dsa_san model (``reid.export.load_trained_model``); "mf" equals
+    manifest_features of its inference model. kwargs go to extract_named_features.
+    """
+    table = manifest_split(manifest_path, list(splits))
+    dataset = ReidDataset(table, eval_transform(size), dsap_path=dsap_path)
+    dims = dict.fromkeys(DSA_STREAMS, int(model.feature_dim))
+    return extract_named_features(model, dataset, dataset.image_ids, features=dsa_stream_features, dims=dims,
+                                  device=device, **kwargs)

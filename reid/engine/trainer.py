@@ -109,6 +109,31 @@ class TrainResult:
     images_per_s: float
     final_loss: float
     metrics: dict[str, float] = field(default_factory=dict)  # last epoch's logged metrics
+    first_metrics: dict[str, float] = field(default_factory=dict)  # first epoch's logged metrics
+    steps: int = 0  # optimiser steps over the whole run, across resumptions
+
+
+def train_summary(result: TrainResult, num_classes: int) -> dict[str, Any]:
+    """What metrics/train/<net>.json records: step count and first/last-epoch losses (no timings, so
+    identical runs give identical files). ``chance_id_loss`` = ln(classes), an untrained ID head's loss."""
+    def losses(metrics: dict[str, float]) -> dict[str, float]:
+        return {k.removeprefix("loss_"): round(v, 6) for k, v in sorted(metrics.items()) if k.startswith("loss_")}
+
+    last = losses(result.metrics)
+    # the ID loss (x id_weight) on the retrieval / fused global feature: baseline and san "id", the dsa family "id_z_global"
+    id_term = next((k for k in ("id", "id_z_global") if k in last), None)
+    return {"epochs": result.epochs, "steps": result.steps,
+            "first_epoch_loss": round(result.first_metrics.get("loss", float("nan")), 6),
+            "last_epoch_loss": round(result.final_loss, 6),
+            "first_epoch_losses": losses(result.first_metrics), "last_epoch_losses": last,
+            "final_id_loss": last[id_term] if id_term else None,
+            "chance_id_loss": round(float(np.log(num_classes)), 6)}
+
+
+def train_timing(result: TrainResult, world_size: int) -> dict[str, Any]:
+    """Wall-clock figures, kept apart from the tracked metrics (they differ on every run)."""
+    return {"train_time_s": round(result.train_time_s, 2), "images_per_s": round(result.images_per_s, 2),
+            "world_size": world_size}
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -158,7 +183,7 @@ def train(model: nn.Module, dataset: LabelledDataset, cfg: TrainConfig, out_dir:
     key = fingerprint(run_key(cfg, info.world_size, run_id))
 
     ckpt_path = checkpoint_file(out_dir / "checkpoint")
-    start_epoch, total_time, total_images, last = 0, 0.0, 0, {}
+    start_epoch, total_time, total_images, total_steps, last, first = 0, 0.0, 0, 0, {}, {}
     if ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
         if not torch.equal(state["fingerprint"], key):
@@ -174,7 +199,9 @@ def train(model: nn.Module, dataset: LabelledDataset, cfg: TrainConfig, out_dir:
             set_rng_state(state["rng"])
             start_epoch = int(state["epoch"])
             total_time, total_images = float(state["train_time_s"]), int(state["images"])
+            total_steps = int(state["steps"])
             last = {k: float(v) for k, v in state["metrics"].items()}
+            first = {k: float(v) for k, v in state["first_metrics"].items()}
 
     sampler = PKSampler(dataset.labels, cfg.p, cfg.k, seed=cfg.seed, rank=info.rank, world_size=info.world_size)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=on_cuda)
@@ -194,7 +221,7 @@ def train(model: nn.Module, dataset: LabelledDataset, cfg: TrainConfig, out_dir:
         sampler.set_epoch(epoch)
         torch.manual_seed(epoch_seed(cfg.seed, epoch, info.rank))
         lr = optimizer.param_groups[0]["lr"]
-        sums, n_images, seconds = _train_epoch(net, model, loader, optimizer, scaler, cfg, device, amp_dtype,
+        sums, n_images, n_steps, seconds = _train_epoch(net, model, loader, optimizer, scaler, cfg, device, amp_dtype,
                                                memory_format, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                                                show=info.is_main)
         scheduler.step()
@@ -205,10 +232,12 @@ def train(model: nn.Module, dataset: LabelledDataset, cfg: TrainConfig, out_dir:
         n_images = int(distributed.all_reduce_sum(torch.tensor(n_images, device=device)).item())
         total_time += seconds
         total_images += n_images
+        total_steps += n_steps
         last = {"loss": float(sum(means)), **{f"loss_{n}": m for n, m in zip(names, means, strict=True)},
                 "lr": lr, "epoch_time_s": seconds, "images_per_s": n_images / max(seconds, 1e-9)}
         if not np.isfinite(last["loss"]):
             raise FloatingPointError(f"training diverged: loss {last['loss']} in epoch {epoch + 1}")
+        first = first or dict(last)
         if info.is_main:
             for name, value in last.items():
                 live.log_metric(name, value)
@@ -218,21 +247,24 @@ def train(model: nn.Module, dataset: LabelledDataset, cfg: TrainConfig, out_dir:
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "epoch": torch.tensor(epoch + 1), "rng": rng_state(), "fingerprint": key,
                 "train_time_s": torch.tensor(total_time, dtype=torch.float64),
-                "images": torch.tensor(total_images), "metrics": {k: torch.tensor(v) for k, v in last.items()},
+                "images": torch.tensor(total_images), "steps": torch.tensor(total_steps),
+                "metrics": {k: torch.tensor(v) for k, v in last.items()},
+                "first_metrics": {k: torch.tensor(v) for k, v in first.items()},
             })
         distributed.barrier()
     if live is not None:
         live.end()
     return TrainResult(epochs=cfg.epochs, train_time_s=total_time,
                        images_per_s=total_images / max(total_time, 1e-9),
-                       final_loss=last.get("loss", float("nan")), metrics=last)
+                       final_loss=last.get("loss", float("nan")), metrics=last, first_metrics=first,
+                       steps=total_steps)
 
 
 def _train_epoch(net: nn.Module, model: Any, loader: DataLoader, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, cfg: TrainConfig, device: torch.device,
                  amp_dtype: torch.dtype | None, memory_format: torch.memory_format, *, desc: str,
-                 show: bool) -> tuple[dict[str, torch.Tensor], int, float]:
-    """One pass over the loader: summed (detached) loss terms per batch mean, images seen, seconds."""
+                 show: bool) -> tuple[dict[str, torch.Tensor], int, int, float]:
+    """One pass over the loader: mean (detached) loss terms per batch, images seen, optimiser steps, seconds."""
     net.train()
     sums: dict[str, torch.Tensor] = {}
     n_batches = len(loader) if cfg.max_batches_per_epoch == 0 else min(len(loader), cfg.max_batches_per_epoch)
@@ -261,4 +293,4 @@ def _train_epoch(net: nn.Module, model: Any, loader: DataLoader, optimizer: torc
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    return {k: v / max(n_batches, 1) for k, v in sums.items()}, n_images, seconds
+    return {k: v / max(n_batches, 1) for k, v in sums.items()}, n_images, n_batches, seconds

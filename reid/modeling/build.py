@@ -22,17 +22,21 @@ in [-1, 1], the pseudo-texture atlas, never augmented (san, dsa_san).
 
 Models (SPEC §8): "baseline" (reid.modeling.baseline), "baseline2b" and "dsa" (reid.modeling.dsa),
 "san" and "dsa_san" (reid.modeling.san; the texture decoder is training-only).
-The dsa model also has `forward_fused_features(image, dsap)` -> [z_G, z_L], the "two streams fused" variant.
+The dsa model also has `forward_fused_features(image, dsap)` -> [z_G, z_L], the "two streams fused" variant,
+and `forward_stream_features(image, dsap)` -> {"mf", "fused", "guide"} (adds [d_G, d_L], the DSAG-Stream alone).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from torch import nn
 
 from reid.modeling import MODEL_NAMES
+
+DecoderTripletDistance = Literal["normalized", "mse"]  # see reid.modeling.san, "Decoder triplet distance"
+DECODER_TRIPLET_DISTANCES: tuple[str, ...] = get_args(DecoderTripletDistance)
 
 
 @dataclass
@@ -53,7 +57,10 @@ class ModelConfig:
     decoder_width_mult: float = 1.0  # SA-Dec widths (512, 256, 64, 32, 16) x this, at least 4
     recon_weight: float = 1.0       # L1 texture reconstruction
     decoder_triplet_weight: float = 1.0  # triplet constraints on the four decoder up-block maps (summed)
-    decoder_triplet_margin: float = 0.3  # margin on the MSE between decoder maps
+    decoder_triplet_margin: float = 0.3  # margin on the distance between decoder maps
+    # "normalized": squared distance of L2-normalised maps, in [0, 4]; "mse": the official whole-map
+    # MSE, which at these map scales never leaves the margin (reid.modeling.san)
+    decoder_triplet_distance: DecoderTripletDistance = "normalized"
     san_fc_dim: int = 0             # san feature: 0 = GAP (as baseline); 512 = official "resnet50_fc512"
 
     def validate(self) -> None:
@@ -75,6 +82,9 @@ class ModelConfig:
             raise ValueError(f"decoder_width_mult must lie in (0, 4], got {self.decoder_width_mult}")
         if self.decoder_triplet_margin < 0:
             raise ValueError(f"decoder_triplet_margin must be >= 0, got {self.decoder_triplet_margin}")
+        if self.decoder_triplet_distance not in DECODER_TRIPLET_DISTANCES:
+            raise ValueError(f"decoder_triplet_distance must be one of {DECODER_TRIPLET_DISTANCES}, "
+                             f"got {self.decoder_triplet_distance!r}")
         if self.san_fc_dim < 0:
             raise ValueError(f"san_fc_dim must be >= 0 (0 = GAP feature), got {self.san_fc_dim}")
         for name in ("id_weight", "mf_id_weight", "triplet_weight", "recon_weight", "decoder_triplet_weight"):

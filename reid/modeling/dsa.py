@@ -12,7 +12,8 @@
 * Fusion z_G = f_G + d_G, z_L = f_L + d_L.
 * Losses (weights from ModelConfig, paper values): ID on f_G and on each f_L,i (0.5 each);
   ID (1.0) and batch-hard triplet (1.5) on z_G and on z_L. Each ID classifier is two FC layers.
-* Inference: MF-Stream only, [f_G, f_L]; `forward_fused_features` gives [z_G, z_L].
+* Inference: MF-Stream only, [f_G, f_L]; `forward_fused_features` gives [z_G, z_L], and
+  `forward_stream_features` all three of [f_G, f_L], [z_G, z_L] and [d_G, d_L] in one pass.
 
 "baseline2b" is this model without the DSAG-Stream: z = f, so it keeps exactly the same
 classifiers and loss terms (the z classifiers then see f_G and f_L); dsa vs baseline2b
@@ -128,11 +129,17 @@ class DSAReID(nn.Module):
 
     def forward_fused_features(self, image: Tensor, dsap: Tensor) -> Tensor:
         """[z_G, z_L]: the "two streams fused" variant (needs the DSAP images at test time)."""
+        return self.forward_stream_features(image, dsap)["fused"]
+
+    def forward_stream_features(self, image: Tensor, dsap: Tensor) -> dict[str, Tensor]:
+        """One pass of both streams: {"mf": [f_G, f_L] (= forward_features), "fused": [z_G, z_L],
+        "guide": [d_G, d_L] (the DSAG-Stream alone)}, each [B, feature_dim]."""
         if self.dsag is None:
             raise RuntimeError("baseline2b has no DSAG-Stream: its fused features are forward_features'")
         f_g, f_l = self.mf.streams(image)
         d_g, d_l = self.dsag(self._checked_dsap(dsap))
-        return torch.cat([f_g + d_g, f_l + d_l], dim=1)
+        return {"mf": torch.cat([f_g, f_l], dim=1), "fused": torch.cat([f_g + d_g, f_l + d_l], dim=1),
+                "guide": torch.cat([d_g, d_l], dim=1)}
 
     def _checked_dsap(self, dsap: Tensor) -> Tensor:
         s = self.cfg.dsap_size

@@ -12,16 +12,24 @@
 * "san": SA-Enc -> GAP (-> optional Linear+BN+ReLU, `san_fc_dim`, the official "fc512") -> feature
   with the baseline's reID losses (label-smoothed CE through the two-FC classifier, batch-hard
   triplet); SA-Dec on the encoder maps with an L1 loss to the pseudo texture (batch "texture") and
-  batch-hard triplet constraints on the four up-block outputs (distance = MSE over whole maps).
+  batch-hard triplet constraints on the four up-block outputs (distance: see below).
 * "dsa_san" (ours): the dsa model (MF-Stream + DSAG-Stream) + SA-Dec on the MF-Stream's conv4 map F,
   skips from the trunk's layer1..layer3 (F stands in for layer4; layer3 is F too).
 Both drop the decoder at inference. The model interface is documented in reid.modeling.build.
 
 Decoder triplet mining: the official repo picks, per identity, one fixed (anchor, positive,
 negative) triple through batch offsets that assume K = 4 and sums them. We mine with the labels:
-for every anchor with a positive and a negative in the batch, the hardest positive (largest MSE)
-and hardest negative (smallest MSE), relu(d_ap - d_an + margin), averaged over those anchors and
-summed over the four levels - valid for any P x K batch with K >= 2, and independent of P.
+for every anchor with a positive and a negative in the batch, the hardest positive (largest
+distance) and hardest negative (smallest distance), relu(d_ap - d_an + margin), averaged over those
+anchors and summed over the four levels - valid for any P x K batch with K >= 2, and independent of P.
+
+Decoder triplet distance (deviation from the official code): the official repo uses the MSE over
+whole maps with margin 0.3. Measured on the default profile, decoder maps of that init lie
+2e-5..6e-4 apart in MSE, so d_ap - d_an + 0.3 never leaves the margin: the loss sat at 0.3 per level
+(1.2 in all) for every epoch and its gradient only pushed all maps apart alike. By default (ModelConfig
+``decoder_triplet_distance="normalized"``) we take the squared Euclidean distance between the
+per-sample L2-normalised flattened maps, 2 - 2 cos, which lies in [0, 4] whatever the maps' scale,
+so the paper's margin 0.3 is on the scale of the distances. ``"mse"`` keeps the official choice.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from torch import Tensor, nn
 
 from reid.modeling.backbone import ResNetTrunk
 from reid.modeling.baseline import Baseline
+from reid.modeling.build import DECODER_TRIPLET_DISTANCES, DecoderTripletDistance
 from reid.modeling.dsa import DSAReID
 from reid.modeling.heads import global_avg_pool
 from reid.parts import atlas_shape
@@ -154,24 +163,46 @@ class SANPG(nn.Module):
 
 # --- decoder losses ---
 
-def pairwise_mse(maps: Tensor) -> Tensor:
-    """[B, B] mean squared difference between whole maps [B, ...] (fp32, autocast off)."""
-    x = maps.flatten(1).float()
+def _pairwise_squared_distances(x: Tensor) -> Tensor:
+    """[B, B] squared Euclidean distances between the rows of x [B, D] (fp32, autocast off)."""
+    x = x.float()
     device = x.device.type
     with torch.autocast(device_type=device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext():
         x = x - x.mean(0, keepdim=True).detach()  # distances are shift-invariant; centring limits cancellation
         sq = x.pow(2).sum(1)
         d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.t())
-    return d2.clamp_min(0.0) / x.shape[1]
+    return d2.clamp_min(0.0)
 
 
-def decoder_triplet(maps: Tensor, labels: Tensor, margin: float = 0.3) -> Tensor:
-    """Batch-hard triplet on pairwise_mse(maps), averaged over anchors with a positive and a negative
-    (a batch with none gives a zero in the graph); works for any number of samples per identity."""
+def pairwise_mse(maps: Tensor) -> Tensor:
+    """[B, B] mean squared difference between whole maps [B, ...] (the official decoder distance)."""
+    x = maps.flatten(1)
+    return _pairwise_squared_distances(x) / x.shape[1]
+
+
+def pairwise_normalized_distance(maps: Tensor) -> Tensor:
+    """[B, B] squared distance between the maps [B, ...] flattened and L2-normalised, in [0, 4]
+    (2 - 2 cos; invariant to scaling a map; an all-zero map stays zero)."""
+    return _pairwise_squared_distances(F.normalize(maps.flatten(1).float(), dim=1))
+
+
+def pairwise_decoder_distance(maps: Tensor, distance: DecoderTripletDistance = "normalized") -> Tensor:
+    """[B, B] decoder-triplet distances of `distance` kind ("normalized" or the official "mse")."""
+    if distance == "normalized":
+        return pairwise_normalized_distance(maps)
+    if distance == "mse":
+        return pairwise_mse(maps)
+    raise ValueError(f"decoder triplet distance must be one of {DECODER_TRIPLET_DISTANCES}, got {distance!r}")
+
+
+def decoder_triplet(maps: Tensor, labels: Tensor, margin: float = 0.3,
+                    distance: DecoderTripletDistance = "normalized") -> Tensor:
+    """Batch-hard triplet on pairwise_decoder_distance(maps, distance), averaged over anchors with a
+    positive and a negative (a batch with none gives a zero in the graph); any number per identity."""
     if maps.shape[0] != labels.shape[0] or labels.dim() != 1:
         raise ValueError(f"decoder_triplet needs maps [B, ...] and labels [B], got {tuple(maps.shape)} "
                          f"and {tuple(labels.shape)}")
-    dist = pairwise_mse(maps)
+    dist = pairwise_decoder_distance(maps, distance)
     same = labels[:, None] == labels[None, :]
     positive = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     hardest_pos = dist.masked_fill(~positive, float("-inf")).amax(1)
@@ -194,7 +225,7 @@ def texture_losses(outputs: dict[str, Tensor], batch: dict[str, Tensor], cfg: Mo
     return {
         "recon": cfg.recon_weight * F.l1_loss(pred.float(), target.float()),
         "decoder_triplet": cfg.decoder_triplet_weight * sum(
-            decoder_triplet(m, labels, cfg.decoder_triplet_margin) for m in levels),
+            decoder_triplet(m, labels, cfg.decoder_triplet_margin, cfg.decoder_triplet_distance) for m in levels),
     }
 
 

@@ -30,7 +30,7 @@ from reid.synth.texture import Outfit, make_atlas, sample_outfit, sibling
 
 # Seed streams: one per kind of draw.
 S_PEOPLE, S_ATLAS, S_PLAN, S_IMAGE, S_CAMERAS, S_FRAMES, S_DISTRACT, S_JUNK, S_PIT, S_DENSEPOSE = range(1, 11)
-SPLIT_CODE = {"train": 0, "test": 1}
+SPLIT_CODE = {"train": 0, "test": 1, "pool": 2}  # pool: the pretraining identities (export_pool)
 DENSEPOSE_FOLDER = "densepose_train"  # extra renders of training identities, for the lite DensePose only
 MARKET_NAME = re.compile(r"^(-1|\d{4})_c(\d)s1_(\d{6})_(\d{2})$")
 
@@ -105,6 +105,39 @@ class PitConfig:
 
 
 @dataclass(frozen=True)
+class PoolConfig:
+    """The pretraining pool (params: synthesize.pretrain): labelled identities for the `pretrain` stage,
+    rendered by the same generator as the world but from their own seed stream (SPEC §13)."""
+
+    seed: int = 1
+    n_identities: int = 500
+    images_per_identity: int = 8
+    n_cameras: int = 6
+    cameras_per_identity: tuple[int, int] = (2, 4)
+    height: int = 128
+    width: int = 64
+    tile: int = 32
+    hard_negative_rate: float = 0.4
+    occlusion: float = 0.1
+    cut_off: float = 0.06
+    jpeg_quality: int = 95
+
+    def world_config(self) -> WorldConfig:
+        """The world settings the pool is rendered with (no test split, no strangers)."""
+        return WorldConfig(seed=self.seed, n_train=self.n_identities, n_test=1, n_cameras=self.n_cameras,
+                           cameras_per_identity=self.cameras_per_identity,
+                           images_per_identity=self.images_per_identity, n_distractors=0, n_junk=0,
+                           size=(self.height, self.width), tile=self.tile,
+                           hard_negative_rate=self.hard_negative_rate, occlusion=self.occlusion,
+                           cut_off=self.cut_off, jpeg_quality=self.jpeg_quality)
+
+    def validate(self) -> None:
+        if not 2 <= self.n_identities <= 9998:
+            raise ValueError(f"n_identities must be in 2..9998 (4-digit pids), got {self.n_identities}")
+        self.world_config().validate()
+
+
+@dataclass(frozen=True)
 class Person:
     pid: int
     split: str
@@ -113,12 +146,20 @@ class Person:
     body: Body
     gait: float
 
+    @property
+    def stream_key(self) -> int:
+        """The person's key in the per-person seed streams: the pid, offset for pool identities so a
+        pool never replays a world identity's draws even under the same seed."""
+        return self.pid + (1 << 16) * (self.split == "pool")
 
-def make_people(cfg: WorldConfig) -> list[Person]:
-    """Train identities get pids 1..n_train, test identities the next n_test; families never straddle splits."""
+
+def make_people(cfg: WorldConfig, splits: tuple[str, ...] = ("train", "test")) -> list[Person]:
+    """Train identities get pids 1..n_train, test identities the next n_test; families never straddle splits.
+    ``splits=("pool",)`` draws cfg.n_train identities from the pool's own stream instead."""
     people: list[Person] = []
     family = 0
-    for split, n in (("train", cfg.n_train), ("test", cfg.n_test)):
+    sizes = {"train": cfg.n_train, "test": cfg.n_test, "pool": cfg.n_train}
+    for split, n in ((s, sizes[s]) for s in splits):
         rng = _rng(cfg.seed, S_PEOPLE, SPLIT_CODE[split])
         members: list[Person] = []
         while len(members) < n:
@@ -149,7 +190,7 @@ class Shot:
 
 def _person_shots(person: Person, atlas: np.ndarray, cams: list[Camera], cfg: WorldConfig) -> list[Shot]:
     """The person's crops: a short walking track in each of a few cameras."""
-    plan = _rng(cfg.seed, S_PLAN, person.pid)
+    plan = _rng(cfg.seed, S_PLAN, person.stream_key)
     lo, hi = cfg.cameras_per_identity
     chosen = sorted(plan.choice(cfg.n_cameras, int(plan.integers(lo, hi + 1)), replace=False).tolist())
     counts = np.full(len(chosen), 2)
@@ -162,12 +203,12 @@ def _person_shots(person: Person, atlas: np.ndarray, cams: list[Camera], cfg: Wo
         phase0 = plan.uniform(0, 2 * np.pi)
         query = int(plan.integers(count)) if person.split == "test" else -1
         for i in range(int(count)):
-            rng = _rng(cfg.seed, S_IMAGE, person.pid, cam, i)
+            rng = _rng(cfg.seed, S_IMAGE, person.stream_key, cam, i)
             pose = dataclasses.replace(sample_pose(rng, person.body, person.gait), phase=float(phase0 + 1.1 * i))
             view = detection_view(heading + rng.normal(0, 8), camera, rng, cfg.cut_off)
             rgb, iuv = capture(atlas, pose, view, camera, cfg.size, rng, cfg.occlusion)
-            folder = "bounding_box_train" if person.split == "train" else ("query" if i == query else
-                                                                           "bounding_box_test")
+            folder = "bounding_box_train" if person.split in ("train", "pool") else (
+                "query" if i == query else "bounding_box_test")
             shots.append(Shot(person.pid, cam, folder, rgb, iuv))
     return shots
 
@@ -260,7 +301,7 @@ def _render_job(job: tuple[str, object], cams: list[Camera], cfg: WorldConfig) -
     """One identity's (atlas, shots), or (None, [one distractor / junk shot]): a pure function of its seeds."""
     kind, item = job
     if kind == "person":
-        atlas = make_atlas(item.outfit, cfg.tile, _rng(cfg.seed, S_ATLAS, item.pid))
+        atlas = make_atlas(item.outfit, cfg.tile, _rng(cfg.seed, S_ATLAS, item.stream_key))
         extra = _densepose_shots(item, atlas, cams, cfg) if item.split == "train" else []
         return atlas, _person_shots(item, atlas, cams, cfg) + extra
     return None, [_stranger_shot(cfg, cams, S_DISTRACT if kind == "distractor" else S_JUNK, item)]
@@ -284,16 +325,33 @@ def export_market(out_dir: str | os.PathLike, cfg: WorldConfig, *, progress: boo
     `workers` processes render (0: one per CPU core); the bytes written do not depend on it.
     """
     cfg.validate()
+    return _export_people(Path(out_dir), cfg, make_people(cfg), "reid.synth market world", progress=progress,
+                          workers=workers, strangers=True)
+
+
+def export_pool(out_dir: str | os.PathLike, cfg: PoolConfig, *, progress: bool = True, workers: int = 0) -> dict:
+    """Write a pretraining pool (SPEC §13) to `out_dir`: `cfg.n_identities` labelled identities in a
+    Market-layout ``bounding_box_train/``, drawn from the pool's own seed stream, so they are disjoint
+    from any world's train and test identities (even under the same seed)."""
+    cfg.validate()
+    world = cfg.world_config()
+    return _export_people(Path(out_dir), world, make_people(world, ("pool",)), "reid.synth pretraining pool",
+                          progress=progress, workers=workers, strangers=False)
+
+
+def _export_people(out_dir: Path, cfg: WorldConfig, people: list[Person], kind: str, *, progress: bool,
+                   workers: int, strangers: bool) -> dict:
+    """Render `people` (+ the world's distractors and junk when `strangers`) into a Market-layout folder."""
     workers = workers or os.cpu_count() or 1
     cams = sample_cameras(cfg.n_cameras, _rng(cfg.seed, S_CAMERAS))
-    people = make_people(cfg)
     counts: dict[str, int] = {}
 
     def build(root: Path) -> None:
         frames = np.zeros(cfg.n_cameras, dtype=np.int64)
         frame_rng = _rng(cfg.seed, S_FRAMES)
-        jobs = [("person", p) for p in people] + [("distractor", i) for i in range(cfg.n_distractors)] + \
-               [("junk", i) for i in range(cfg.n_junk)]
+        jobs = [("person", p) for p in people]
+        if strangers:
+            jobs += [("distractor", i) for i in range(cfg.n_distractors)] + [("junk", i) for i in range(cfg.n_junk)]
         for (_, item), (atlas, shots) in zip(jobs, _rendered(jobs, cams, cfg, workers, progress), strict=True):
             if atlas is not None:
                 _write(root / "textures" / f"{item.pid:04d}.png", encode_png(atlas))
@@ -307,7 +365,7 @@ def export_market(out_dir: str | os.PathLike, cfg: WorldConfig, *, progress: boo
                 key = {0: "distractors", -1: "junk"}.get(shot.pid, shot.folder)
                 counts[key] = counts.get(key, 0) + 1
         write_json_atomic(root / "world.json", {
-            "kind": "reid.synth market world",
+            "kind": kind,
             "seed": cfg.seed,
             "config": dataclasses.asdict(cfg),
             "counts": counts,
@@ -317,7 +375,7 @@ def export_market(out_dir: str | os.PathLike, cfg: WorldConfig, *, progress: boo
                            for p in people],
         })
 
-    _replace_folder(Path(out_dir), build)
+    _replace_folder(out_dir, build)
     return counts
 
 
