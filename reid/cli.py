@@ -2,6 +2,7 @@
 
     reid embed  --model data/models/dsa  gallery_folder/  --out gallery.parquet
     reid search --model data/models/dsa  --gallery gallery.parquet  query.jpg  [--top-k 10] [--draw ranked.png]
+                [--force]   # a gallery embedded by other weights is refused unless --force
     reid export --model data/models/dsa  --format onnx  --out dsa.onnx
 
 ``--model`` is a trained model folder (``model.pt`` + ``model.json``, see reid.export) or a
@@ -33,14 +34,19 @@ from reid.device import default_device
 from reid.engine.inference import extract_features
 from reid.export import (
     INFO_FILE,
+    WEIGHTS_PATH,
+    WEIGHTS_SHA256,
+    MissingExtraError,
     ModelInfo,
     export_onnx,
     export_torchscript,
     file_sha256,
+    import_onnx,
     load_inference_model,
     model_info,
     read_model_info,
     weights_file,
+    weights_metadata,
 )
 from reid.io import parquet_metadata, read_image, write_image, write_parquet_atomic
 from reid.modeling.build import MODEL_NAMES, ModelConfig
@@ -173,7 +179,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
         "feature": pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1), pa.float32()), features.shape[1]),
     })
     h, w = info.input_size
-    write_parquet_atomic(args.out, table, {"model": info.name, "model_sha256": file_sha256(weights),
+    write_parquet_atomic(args.out, table, {"model": info.name, **weights_metadata(weights),
                                            "flip": args.flip, "size": f"{h}x{w}",
                                            "metric": args.metric})
     print(f"embedded {len(ids)} images with {info.name} ({features.shape[1]}-d, {args.metric}) -> {args.out}")
@@ -196,6 +202,24 @@ def read_gallery(path: str) -> tuple[pa.Table, dict[str, str]]:
     return table, meta
 
 
+def check_gallery_weights(gallery: str, meta: dict[str, str], weights: Path, info: ModelInfo) -> None:
+    """Refuse a gallery embedded by other weights than `weights`: its features would not be comparable."""
+    recorded = meta.get(WEIGHTS_SHA256)
+    if recorded is None:  # written before feature files recorded their weights: check the model name only
+        network = meta.get("network", meta.get("model"))  # features stage: network; `reid embed`: model
+        if network is not None and network != info.name:
+            raise CliError(f"{gallery} was embedded by a {network!r} model, not by {weights} ({info.name!r}): "
+                           f"re-embed the gallery with this model, or pass --force")
+        print(f"reid search: warning: {gallery} records no weights hash; cannot check that {weights} embedded it",
+              file=sys.stderr)
+        return
+    digest = file_sha256(weights)
+    if recorded != digest:
+        by = meta.get(WEIGHTS_PATH, "other weights")
+        raise CliError(f"{gallery} was embedded by {by} (sha256 {recorded[:12]}), not by {weights} "
+                       f"(sha256 {digest[:12]}): re-embed the gallery with this model, or pass --force")
+
+
 def cmd_search(args: argparse.Namespace) -> None:
     if args.top_k < 1:
         raise CliError(f"--top-k must be >= 1, got {args.top_k}")
@@ -212,9 +236,8 @@ def cmd_search(args: argparse.Namespace) -> None:
     if metric not in ("cosine", "l2"):
         raise CliError(f"{args.gallery}: unknown metric {metric!r} in its metadata (expected cosine or l2)")
     model, info, weights = load_model(args)
-    digest = file_sha256(weights)
-    if meta.get("model_sha256", digest) != digest:
-        raise CliError(f"{args.gallery} was embedded with other weights than {weights}: re-embed it with this model")
+    if not args.force:
+        check_gallery_weights(args.gallery, meta, weights, info)
     h, w = info.input_size
     if meta.get("size", f"{h}x{w}") != f"{h}x{w}":
         raise CliError(f"{args.gallery} was embedded at {meta['size']}, this model's input is {h}x{w}")
@@ -250,6 +273,8 @@ def draw_ranked(out: str, table: pa.Table, query_paths: Sequence[Path], idxs: np
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    if args.format == "onnx":
+        import_onnx()  # a missing [export] extra is reported before the model is loaded
     model, info, _ = load_model(args)
     export = export_onnx if args.format == "onnx" else export_torchscript
     export(model, args.out, info)
@@ -293,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=10,
                    help="list length (default 10); distance = 1 - cosine, or squared L2 for an l2 gallery")
     p.add_argument("--draw", help="also write a picture: each query and its top-k (PNG/JPEG)")
+    p.add_argument("--force", action="store_true",
+                   help="search even a gallery embedded by other weights than --model's (its distances mean little)")
     p.set_defaults(run=cmd_search)
 
     p = sub.add_parser("export", help="export the inference network to ONNX or TorchScript")
@@ -311,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         args.run(args)
-    except (CliError, ValueError, OSError) as err:  # ValueError covers ConfigError, ImageReadError, ArrowInvalid
+    # ValueError covers ConfigError, ImageReadError, ArrowInvalid; MissingExtraError a missing optional package
+    except (CliError, ValueError, OSError, MissingExtraError) as err:
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"reid {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -38,14 +38,14 @@ COLLISIONS: tuple[str, ...] = ("mean", "last")
 class DSAPConfig:
     """The `dsap` params section."""
 
-    size: int = 32
+    grid: int = 32  # S, warp's `size`; not named `size`: DVC's run-cache ignores a param of that name
     collision: Collision = "mean"
     batch_size: int = 64
     n_samples: int = 4  # crops drawn in the sample picture
 
     def validate(self) -> None:
-        if self.size < 1:
-            raise ValueError(f"size must be >= 1, got {self.size}")
+        if self.grid < 1:
+            raise ValueError(f"grid must be >= 1, got {self.grid}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.n_samples < 1:
@@ -243,7 +243,7 @@ def run_dsap(iuv_path: Path, manifest: pa.Table, root: Path, out_path: Path, con
     n_rows = source.metadata.num_rows
     picks = set(np.linspace(0, n_rows - 1, config.n_samples).round().astype(int).tolist()) if n_rows else set()
     samples = []
-    schema = dsap_schema(config.size, config.collision)
+    schema = dsap_schema(config.grid, config.collision)
     cover_sum = np.zeros(N_PARTS, np.float64)
     n_found = row = 0
     with atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, schema) as writer, \
@@ -262,7 +262,7 @@ def run_dsap(iuv_path: Path, manifest: pa.Table, root: Path, out_path: Path, con
                     raise ValueError(f"{iuv_path}: IUV of {image_id} is {iuv.shape}, its crop {crop} is {image.shape}")
                 images.append(image)
                 iuvs.append(iuv if ok else np.zeros_like(iuv))  # a not-found row never warps stray labels
-            dsaps, cover = _warp_mixed_sizes(images, iuvs, config.size, config.collision)
+            dsaps, cover = _warp_mixed_sizes(images, iuvs, config.grid, config.collision)
             writer.write_table(pa.table({
                 "image_id": pa.array(ids, pa.string()),
                 "dsap": pa.array([d.tobytes() for d in dsaps], schema.field("dsap").type),

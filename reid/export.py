@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -48,6 +49,7 @@ from reid.modeling.heads import IdClassifier
 WEIGHTS_FILE = "model.pt"
 INFO_FILE = "model.json"
 INFO_FORMAT = "reid-model/1"
+WEIGHTS_PATH, WEIGHTS_SHA256 = "weights", "model_sha256"  # feature-file metadata keys (weights_metadata)
 ONNX_OPSET = 17
 
 
@@ -117,6 +119,11 @@ def file_sha256(path: str | os.PathLike) -> str:
         while chunk := f.read(1 << 24):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def weights_metadata(weights: str | os.PathLike) -> dict[str, str]:
+    """What a feature file records of the weights that embedded it: {WEIGHTS_PATH: path, WEIGHTS_SHA256: sha256}."""
+    return {WEIGHTS_PATH: Path(weights).as_posix(), WEIGHTS_SHA256: file_sha256(weights)}
 
 
 def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -220,6 +227,20 @@ def export_metadata(info: ModelInfo, feature_dim: int) -> dict[str, str]:
             "model_config": json.dumps(dataclasses.asdict(info.model))}
 
 
+class MissingExtraError(ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+
+def import_onnx() -> ModuleType:
+    """The ``onnx`` package, or MissingExtraError naming the ``[export]`` extra."""
+    try:
+        import onnx
+    except ImportError as err:
+        raise MissingExtraError(f"ONNX export needs the onnx package ({err}): install the [export] extra, "
+                                f"pip install -e '.[export]'") from None
+    return onnx
+
+
 def export_onnx(model: nn.Module, path: str | os.PathLike, info: ModelInfo, *, opset: int = ONNX_OPSET) -> Path:
     """ONNX file of `model` (an inference network) with a dynamic batch axis.
 
@@ -227,8 +248,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, info: ModelInfo, *, o
     while the torch.export-based one also needs ``onnxscript``. In eval mode it folds BatchNorm
     into the convolutions, so compare weights with `onnx_weight_count`, not all initializers.
     """
-    import onnx
-
+    onnx = import_onnx()
     path = Path(path)
     model = model.eval().cpu()
     example = torch.zeros(2, 3, *info.input_size)
@@ -264,8 +284,6 @@ def weight_count(model: nn.Module) -> int:
 
 def onnx_weight_count(path: str | os.PathLike) -> int:
     """Number of weights feeding the Conv / Gemm / MatMul nodes of an ONNX file (cf. `weight_count`)."""
-    import onnx
-
-    graph = onnx.load(str(path)).graph
+    graph = import_onnx().load(str(path)).graph
     sizes = {t.name: math.prod(t.dims) for t in graph.initializer}
     return sum(sizes.get(n.input[1], 0) for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul"))

@@ -1,14 +1,18 @@
 """File I/O shared by every stage: atomic writes, image decoding, Parquet helpers.
 
 Outputs are always written to a temporary file in the destination folder and renamed
-into place, so a killed stage never leaves a half-written file that DVC could cache.
+into place, so a killed stage never leaves a half-written file under the output's name. The
+temporary names (``.<name>.<random>.tmp``) are excluded from DVC by .dvcignore, and
+`remove_stale_temps` clears those a kill left in a folder DVC keeps between runs (`persist`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +22,10 @@ import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+# atomic_path's temporary files are `.<name>.<random>.tmp`; .dvcignore holds the same pattern.
+TEMP_PREFIX = "."
+TEMP_SUFFIX = ".tmp"
 
 
 class ImageReadError(ValueError):
@@ -29,7 +37,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -44,9 +52,43 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def is_temp_name(name: str) -> bool:
+    """Whether `name` has the form of an atomic_path temporary file."""
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX) and len(name) > len(TEMP_PREFIX + TEMP_SUFFIX)
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the atomic_path temporary files directly in `folder` (left there by a killed write); return them.
+
+    Call it before writing into a folder that outlives a run (a `persist` checkpoint folder), and
+    from one process only: a temporary file of a write in progress would go too.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(p for p in folder.iterdir() if is_temp_name(p.name) and p.is_file())
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def write_torch_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """`torch.save(obj)` to `path`, atomically and byte-reproducibly.
+
+    Serialised in memory first: torch names the zip's inner folder after the file it writes (and
+    its `.data/serialization_id` hashes the record names), so saving straight to a random temp name
+    would make identical contents differ in bytes, and in DVC hash.
+    """
+    import torch  # here, not at the top: most stages write no network file and need not load torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -65,6 +107,34 @@ def write_parquet_atomic(path: str | os.PathLike, table: pa.Table, metadata: dic
         table = table.replace_schema_metadata(merged)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+
+
+def drop_live_steps_from(live_dir: str | os.PathLike, step: int) -> None:
+    """Cut DVCLive's per-step curves (``live_dir/plots/metrics/**/*.tsv``) back to the steps before `step`.
+
+    A run resumed from the checkpoint of epoch `step` logs steps `step`, `step` + 1, ... again; rows
+    for them already on disk (a kill between logging and checkpointing) would appear twice. A row
+    cut short by a kill mid-append goes too.
+    """
+    for tsv in sorted(Path(live_dir).glob("plots/metrics/**/*.tsv")):
+        lines = tsv.read_text(encoding="utf-8").splitlines(keepends=True)
+        if not lines:
+            continue
+        header = lines[0].rstrip("\r\n").split("\t")
+        if "step" not in header:
+            continue
+        column = header.index("step")
+        kept = [lines[0]] + [line for line in lines[1:] if _row_step(line, len(header), column) < step]
+        if len(kept) < len(lines):
+            write_text_atomic(tsv, "".join(kept))
+
+
+def _row_step(line: str, n_columns: int, column: int) -> float:
+    """The step of one TSV row; infinity (never kept) for a row cut short by a kill."""
+    fields = line.rstrip("\r\n").split("\t")
+    if not line.endswith("\n") or len(fields) != n_columns or not fields[column].isdigit():
+        return float("inf")
+    return int(fields[column])
 
 
 def parquet_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -115,18 +185,55 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"image not found: {path}")
     data = np.fromfile(path, dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None or _is_truncated_jpeg(path, data):
+    if image is None or _is_truncated_jpeg(data.tobytes()):
         raise ImageReadError(f"unreadable or truncated image: {path}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _is_truncated_jpeg(path: Path, data: np.ndarray) -> bool:
-    # OpenCV decodes a truncated JPEG with a warning and grey filler; the missing
-    # end-of-image marker (FF D9) is the reliable sign.
-    if path.suffix.lower() not in {".jpg", ".jpeg"}:
-        return False
-    tail = data[-16:].tobytes()
-    return b"\xff\xd9" not in tail
+_JPEG_SOI, _JPEG_EOI, _JPEG_SOS = b"\xff\xd8", 0xD9, 0xDA
+_JPEG_NO_LENGTH = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: markers without a length field
+# The marker that ends an entropy-coded scan: FF not followed by 00 (a stuffed FF), RSTn or FF (fill).
+_JPEG_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def _is_truncated_jpeg(data: bytes) -> bool:
+    # OpenCV decodes a truncated JPEG with a warning and grey filler, so read_image checks the
+    # structure itself: JPEG bytes (by content, whatever the suffix) must reach the image's EOI.
+    return data.startswith(_JPEG_SOI) and jpeg_end(data) is None
+
+
+def jpeg_end(data: bytes) -> int | None:
+    """Offset just past the EOI marker that ends the JPEG image in `data`, or None if the bytes end first.
+
+    Walks the marker segments, skipping each by its length (so the EOI of an EXIF thumbnail is
+    not taken for the image's), and the entropy-coded scans. Bytes after the EOI, such as the
+    padding some cameras and tools append, are not looked at; libjpeg ignores them too.
+    """
+    pos = len(_JPEG_SOI)
+    while True:
+        pos = data.find(b"\xff", pos)  # like libjpeg, skip stray bytes before a marker
+        while 0 <= pos < len(data) - 1 and data[pos + 1] == 0xFF:  # fill bytes before the marker code
+            pos += 1
+        if pos < 0 or pos + 1 >= len(data):
+            return None
+        code = data[pos + 1]
+        if code == _JPEG_EOI:
+            return pos + 2
+        if code in _JPEG_NO_LENGTH or code == 0x00:
+            pos += 2
+            continue
+        if pos + 4 > len(data):
+            return None
+        segment_end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if segment_end > len(data):
+            return None
+        if code != _JPEG_SOS:
+            pos = segment_end
+            continue
+        scan_end = _JPEG_SCAN_END.search(data, segment_end)
+        if scan_end is None:
+            return None
+        pos = scan_end.start()
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95) -> None:

@@ -44,7 +44,7 @@ from reid.device import check_device_name, default_device
 from reid.engine.checkpoint import checkpoint_file, fingerprint, load_checkpoint, save_checkpoint
 from reid.engine.optim import build_optimizer, build_scheduler, check_optim_settings
 from reid.engine.trainer import epoch_seed
-from reid.io import atomic_path, encode_png, read_image
+from reid.io import encode_png, read_image, remove_stale_temps, write_torch_atomic
 from reid.parts import atlas_shape
 from reid.viz import make_grid
 
@@ -245,8 +245,7 @@ def save_sanpg(path: str | Path, model: nn.Module, arch: SanPGArch, mean: torch.
     """model.pt: tensors only — weights, the architecture as JSON bytes, the mean training texture."""
     state = {"model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
              "arch": _json_tensor(dataclasses.asdict(arch)), "mean_texture": mean.detach().cpu()}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    write_torch_atomic(path, state)
 
 
 def load_sanpg(path: str | Path) -> tuple[nn.Module, SanPGArch, torch.Tensor]:
@@ -298,8 +297,8 @@ def train_sanpg(model: nn.Module, data: PitData, train_idx: np.ndarray, held_idx
                 stop_after: int | None = None, progress: bool = True) -> TrainOutcome:
     """Train `model` in place with L1 to the texture; resume from ``checkpoint_dir/last.pt`` when it matches.
 
-    After every epoch: held-out L1 (`evaluate_l1`), an atomic checkpoint, and ``on_epoch(epoch, metrics)``
-    (DVCLive in the stage). `stop_after` ends after that many epochs of this call (as if killed; tests).
+    After every epoch: held-out L1 (`evaluate_l1`), ``on_epoch(epoch, metrics)`` (DVCLive in the stage),
+    then an atomic checkpoint. `stop_after` ends after that many epochs of this call (as if killed; tests).
     """
     device = default_device(cfg.device)
     model.to(device)
@@ -307,6 +306,8 @@ def train_sanpg(model: nn.Module, data: PitData, train_idx: np.ndarray, held_idx
     scheduler = build_scheduler(optimizer, cfg)
     key = fingerprint(run_key(cfg, data))
     ckpt = checkpoint_file(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt is not None:
+        remove_stale_temps(ckpt.parent)  # a killed save's partial file must not stay in the persisted folder
     start, total_time, total_images = 0, 0.0, 0
     if ckpt is not None and ckpt.is_file():
         state = load_checkpoint(ckpt)
@@ -347,18 +348,21 @@ def train_sanpg(model: nn.Module, data: PitData, train_idx: np.ndarray, held_idx
         seconds = time.perf_counter() - t0
         total_time += seconds
         total_images += len(order)
+        # No timings: identical runs log identical curves (the total time is in TrainOutcome).
         metrics = {"train_l1": loss_sum / len(order), "heldout_l1": evaluate_l1(model, data, held_idx, cfg)["l1"],
-                   "lr": lr, "epoch_time_s": seconds, "images_per_s": len(order) / max(seconds, 1e-9)}
+                   "lr": lr}
         if not np.isfinite(metrics["train_l1"]):
             raise FloatingPointError(f"SAN-PG training diverged: L1 {metrics['train_l1']} in epoch {epoch + 1}")
+        history.append(metrics)
+        # Log before checkpointing: a kill in between re-runs this epoch, and the resumed run drops
+        # the curves' rows from this epoch on (reid.io.drop_live_steps_from) before logging it again.
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
         if ckpt is not None:
             save_checkpoint(ckpt, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "epoch": torch.tensor(epoch + 1), "fingerprint": key,
                 "train_time_s": torch.tensor(total_time, dtype=torch.float64), "images": torch.tensor(total_images)})
-        history.append(metrics)
-        if on_epoch is not None:
-            on_epoch(epoch, metrics)
     return TrainOutcome(cfg.epochs, total_time, total_images / max(total_time, 1e-9), history)
 
 

@@ -1,10 +1,12 @@
-"""What every stage shares: reading its params.yaml section into a typed config."""
+"""What every stage shares: reading its params.yaml section into a typed config, and `run`, its entry point."""
 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import yaml
 
@@ -36,5 +38,24 @@ def section(dotted: str, params: dict[str, Any] | None = None) -> Any:
 
 
 def load_config(cls: type[T], dotted: str, params: dict[str, Any] | None = None) -> T:
-    """Dataclass `cls` built from the params section at `dotted`, validated."""
-    return from_mapping(cls, section(dotted, params), dotted)
+    """Dataclass `cls` built from the params section at `dotted`, validated; errors name the file and key."""
+    node = section(dotted, params)
+    try:
+        return from_mapping(cls, node, dotted)
+    except ConfigError as err:
+        raise ConfigError(f"{PARAMS_FILE}: {err}") from None
+
+
+def run(main: Callable[[], int | None]) -> NoReturn:
+    """A stage's ``if __name__ == "__main__":`` entry: exit with `main`'s status.
+
+    A bad parameter (ConfigError; from_mapping turns a config's validate() ValueError into one)
+    is one line on stderr and exit status 2, as the `reid` CLI does; any other error is
+    unexpected and keeps its traceback.
+    """
+    try:
+        status = main()
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(status or 0)

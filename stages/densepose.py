@@ -10,7 +10,7 @@ from reid.data.manifest import read_manifest
 from reid.densepose.build import DensePoseConfig, build_estimator, run_densepose
 from reid.device import default_device
 from reid.io import write_json_atomic
-from stages.common import load_config
+from stages.common import load_config, run
 
 MANIFEST = "data/manifest.parquet"
 IUV = "data/iuv.parquet"
@@ -32,4 +32,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from reid.evaluation import EvaluateConfig, invalid_query_note, run_evaluation
-from stages.common import load_config
+from stages.common import load_config, run
 
 DIAGNOSTIC_SUFFIXES = ("fused", "guide")  # data/features/<name>_<suffix>.parquet, evaluated when present
 
@@ -43,4 +43,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

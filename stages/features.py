@@ -32,10 +32,11 @@ from reid.export import (
     load_trained_model,
     model_info,
     read_model_info,
+    weights_metadata,
 )
 from reid.io import write_parquet_atomic
 from reid.modeling.build import MODEL_NAMES, ModelConfig
-from stages.common import load_config, read_params, section
+from stages.common import load_config, read_params, run, section
 
 MANIFEST = Path("data/manifest.parquet")
 DSAP = Path("data/dsap.parquet")
@@ -108,14 +109,16 @@ def main(argv: list[str] | None = None) -> None:
     tables = feature_tables(name, info, weights, cfg)
     if distributed.current().is_main:
         h, w = info.input_size
+        # The weights' path and sha256 let `reid search` refuse a query model other than this one.
+        meta = {"model": name, "network": info.name, **weights_metadata(weights), "flip": cfg.flip,
+                "size": f"{h}x{w}"}
         for stem, table in tables.items():
             out = FEATURES_DIR / f"{stem}.parquet"
-            write_parquet_atomic(out, table, {"model": name, "network": info.name, "flip": cfg.flip,
-                                              "size": f"{h}x{w}"})
+            write_parquet_atomic(out, table, meta)
             dim = table.schema.field("feature").type.list_size
             print(f"features {stem}: {table.num_rows} query+gallery images, dim {dim} -> {out}")
     distributed.cleanup()
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -6,9 +6,8 @@ rejects.txt is always written (empty when nothing was skipped) so the output set
 
 from __future__ import annotations
 
-from reid.data.datasets import load_dataset
-from reid.data.manifest import PrepareConfig, build_manifest, split_counts, write_manifest, write_rejects
-from stages.common import load_config
+from reid.data.manifest import PrepareConfig, prepare_manifest, split_counts, write_manifest, write_rejects
+from stages.common import load_config, run
 
 MANIFEST = "data/manifest.parquet"
 REJECTS = "data/rejects.txt"
@@ -17,11 +16,7 @@ REJECTS = "data/rejects.txt"
 def main() -> None:
     cfg = load_config(PrepareConfig, "prepare")
     root = cfg.dataset_root
-    skip = cfg.on_bad_image == "skip"
-    rejects = [] if skip else None  # wrongly named files: skipped into rejects, or one error
-    records = load_dataset(cfg.dataset, root, seed=cfg.split_seed, rejects=rejects)
-    table, bad_images = build_manifest(records, root, on_bad_image=cfg.on_bad_image, num_workers=cfg.num_workers)
-    all_rejects = (rejects or []) + bad_images
+    table, all_rejects = prepare_manifest(cfg)  # fail mode: one error listing every bad file
     write_manifest(MANIFEST, table, dataset=cfg.dataset, root=root)
     write_rejects(REJECTS, all_rejects)
     counts = ", ".join(f"{k} {v}" for k, v in split_counts(table).items())
@@ -29,4 +24,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -23,7 +23,7 @@ from reid.export import model_info, write_model_info
 from reid.io import write_json_atomic
 from reid.modeling.build import ModelConfig, build_model
 from reid.pretrain import pool_table, torchvision_state
-from stages.common import load_config
+from stages.common import load_config, run
 
 OUT = Path("data/pretrain")
 LIVE = Path("metrics/train/pretrain")
@@ -71,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -31,7 +31,7 @@ from reid.report import (
     read_query_table,
     summary_markdown,
 )
-from stages.common import load_config, read_params, section
+from stages.common import load_config, read_params, run, section
 
 SUMMARY = Path("metrics/summary.md")
 CLAIMS = Path("metrics/claims.json")
@@ -100,4 +100,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

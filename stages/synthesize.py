@@ -14,7 +14,7 @@ import time
 
 from reid.io import write_image
 from reid.synth import PitConfig, PoolConfig, WorldConfig, contact_sheet, export_market, export_pit, export_pool
-from stages.common import load_config
+from stages.common import load_config, run
 
 MARKET = "data/synth/market"
 PIT = "data/synth/pit"
@@ -47,4 +47,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

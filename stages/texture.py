@@ -5,7 +5,8 @@ bytes of the uint8 RGB atlas, reid.io.encode_png; what reid.data.torch_dataset r
 data/texture_samples.png (crop / pseudo texture / true atlas when the dataset has one) and
 metrics/texture.json: when the dataset root has textures/<pid>.png (the synthetic world), the L1
 ([-1, 1] units, all atlas pixels) of the pseudo textures of test images (query + gallery, pid > 0)
-against their identity's true atlas, beside the mean training-PIT texture's L1 (the floor to beat).
+against their identity's true atlas, beside the mean training-PIT texture's L1 (the floor to beat);
+data/texture_timing.json (seconds and images/s, kept out of the metrics: they differ on every run).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from reid.data.transforms import eval_transform
 from reid.device import default_device
 from reid.io import read_image, write_image, write_json_atomic, write_parquet_atomic
 from reid.sanpg import TextureConfig, build_texture_cache, load_sanpg, triplet_grid, true_atlas_reader
-from stages.common import load_config
+from stages.common import load_config, run
 
 MANIFEST = Path("data/manifest.parquet")
 MODEL = Path("data/sanpg/model.pt")
 CACHE = Path("data/texture.parquet")
 SAMPLES = Path("data/texture_samples.png")
 METRICS = Path("metrics/texture.json")
+TIMING = Path("data/texture_timing.json")
 
 
 def main() -> None:
@@ -46,13 +48,13 @@ def main() -> None:
     n = cache.table.num_rows
     metrics = {"units": "mean |x - y| over all atlas pixels and channels, textures in [-1, 1] (x / 127.5 - 1)",
                "scored": "query + gallery rows with pid > 0 vs textures/<pid>.png" if truth else "no true textures",
-               "n_cached": n, "seconds": round(cache.seconds, 1), "images_per_s": round(n / max(cache.seconds, 1e-9), 1),
-               **(cache.score.summary() if cache.score is not None else {})}
+               "n_cached": n, **(cache.score.summary() if cache.score is not None else {})}
     write_json_atomic(METRICS, metrics)
+    write_json_atomic(TIMING, {"time_s": round(cache.seconds, 1), "images_per_s": round(n / max(cache.seconds, 1e-9), 1)})
     scored = (f"; test L1 {metrics['l1_pseudo']} vs mean texture {metrics['l1_mean_texture']}"
               if cache.score is not None and cache.score.n else "")
     print(f"texture: {n} pseudo textures in {cache.seconds:.1f} s -> {CACHE}{scored}")
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

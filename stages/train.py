@@ -23,7 +23,7 @@ from reid.engine.trainer import TrainConfig, train, train_summary, train_timing
 from reid.export import model_info, write_model_info
 from reid.io import write_json_atomic
 from reid.modeling.build import ModelConfig, build_model
-from stages.common import load_config, read_params
+from stages.common import load_config, read_params, run
 
 MANIFEST = Path("data/manifest.parquet")
 DSAP = Path("data/dsap.parquet")
@@ -74,4 +74,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

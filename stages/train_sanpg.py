@@ -3,7 +3,8 @@
 train_sanpg.pit_root (default data/synth/pit) -> data/sanpg/model.pt (weights + architecture + mean training texture, tensors only),
 data/sanpg/checkpoint/last.pt (persist: a killed run resumes from its last epoch),
 metrics/sanpg.json (held-out L1 in [-1, 1] units beside the mean-texture floor), DVCLive curves in
-metrics/train/sanpg/, and data/sanpg/samples.png (held-out input / predicted / true atlas).
+metrics/train/sanpg/, data/sanpg/samples.png (held-out input / predicted / true atlas) and
+data/sanpg/timing.json (wall-clock figures, kept out of the metrics: they differ on every run).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dvclive import Live
 
 from reid.data.transforms import eval_transform
 from reid.device import default_device
-from reid.io import write_image, write_json_atomic
+from reid.io import drop_live_steps_from, write_image, write_json_atomic
 from reid.sanpg import (
     SanPGConfig,
     build_sanpg,
@@ -31,11 +32,12 @@ from reid.sanpg import (
     train_sanpg,
     triplet_grid,
 )
-from stages.common import load_config
+from stages.common import load_config, run
 
 OUT = Path("data/sanpg")
 LIVE_DIR = Path("metrics/train/sanpg")
 METRICS = Path("metrics/sanpg.json")
+TIMING = OUT / "timing.json"
 
 
 def main() -> None:
@@ -49,7 +51,9 @@ def main() -> None:
 
     def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
         nonlocal live
-        if live is None:  # a resumed run (first logged epoch > 0) keeps the earlier curves
+        if live is None:  # a resumed run (first logged epoch > 0) keeps the earlier curves, up to its checkpoint
+            if epoch > 0:
+                drop_live_steps_from(LIVE_DIR, epoch)
             live = Live(str(LIVE_DIR), dvcyaml=False, save_dvc_exp=False, resume=epoch > 0)
             live.step = epoch
         for name, value in metrics.items():
@@ -74,10 +78,11 @@ def main() -> None:
         "n_train_pairs": len(train_idx), "n_heldout_pairs": len(held_idx),
         "n_train_textures": len(np.unique(data.texture_of[train_idx])),
         "n_heldout_textures": len(np.unique(data.texture_of[held_idx])),
-        "epochs": cfg.epochs, "train_time_s": round(outcome.train_time_s, 1),
-        "images_per_s": round(outcome.images_per_s, 2),
+        "epochs": cfg.epochs,
     }
     write_json_atomic(METRICS, metrics)
+    write_json_atomic(TIMING, {"train_time_s": round(outcome.train_time_s, 1),
+                               "images_per_s": round(outcome.images_per_s, 2)})
 
     shown = held_idx[np.linspace(0, len(held_idx) - 1, min(cfg.n_samples, len(held_idx))).round().astype(int)]
     if len(shown):
@@ -90,4 +95,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import cv2
 import numpy as np
 import onnxruntime as ort
@@ -14,7 +16,7 @@ import yaml
 from reid.cli import main
 from reid.data.transforms import eval_transform
 from reid.engine.inference import embed
-from reid.export import model_info, write_model_info
+from reid.export import file_sha256, model_info, weights_metadata, write_model_info
 from reid.io import parquet_metadata, read_image, write_parquet_atomic
 from reid.modeling.build import ModelConfig, build_model
 
@@ -107,22 +109,73 @@ def test_search_finds_the_planted_duplicate_at_rank_1_and_draws(world, gallery_f
     assert picture.shape[1] == 4 * (SIZE[1] + 2) + 2  # query + top-3 in one row
 
 
-def test_search_reads_a_features_stage_file(world, gallery_file, tmp_path, capsys) -> None:
-    """data/features/<name>.parquet: raw features, no path column, no metric recorded -> cosine."""
+def stage_like_gallery(gallery_file, out, meta: dict) -> None:
+    """`gallery_file`'s features as data/features/<name>.parquet holds them: raw, no path column, no metric."""
     table = pq.read_table(gallery_file)
     scaled = np.array(table["feature"].to_pylist(), np.float32) * np.arange(1, 8, dtype=np.float32)[:, None]
-    stage_file = tmp_path / "features.parquet"
-    write_parquet_atomic(stage_file, pa.table({
+    write_parquet_atomic(out, pa.table({
         "image_id": table["image_id"],
-        "feature": pa.FixedSizeListArray.from_arrays(pa.array(scaled.reshape(-1)), scaled.shape[1])}),
-        {"model": "baseline", "flip": True, "size": "64x32"})
+        "feature": pa.FixedSizeListArray.from_arrays(pa.array(scaled.reshape(-1)), scaled.shape[1])}), meta)
+
+
+def test_embed_records_the_weights_path_and_hash(world, gallery_file) -> None:
+    meta = parquet_metadata(gallery_file)
+    weights = world["folder"] / "model.pt"
+    assert meta["model_sha256"] == file_sha256(weights) and meta["weights"] == weights.as_posix()
+
+
+def test_search_reads_a_features_stage_file(world, gallery_file, tmp_path, capsys) -> None:
+    """data/features/<name>.parquet: raw features, no path column, no metric recorded -> cosine."""
+    stage_file = tmp_path / "features.parquet"
+    stage_like_gallery(gallery_file, stage_file, {"model": "baseline", "network": "baseline", "flip": True,
+                                                  "size": "64x32", **weights_metadata(world["folder"] / "model.pt")})
     code, out, err = run(["search", "--model", world["folder"], "--gallery", stage_file, world["query"]], capsys)
-    assert code == 0, err
+    assert code == 0 and "warning" not in err, err
     ranked = [line.split("\t") for line in out.splitlines()[2:]]
     assert len(ranked) == 7 and ranked[0][1] == "m_dup.png" and float(ranked[0][2]) < 1e-5
     code, _, err = run(["search", "--model", world["folder"], "--gallery", stage_file, world["query"],
                         "--draw", tmp_path / "r.png"], capsys)
     assert code == 2 and "has no 'path' column" in err
+
+
+def test_search_refuses_a_gallery_embedded_by_other_weights(world, gallery_file, tmp_path, capsys) -> None:
+    """E.g. `--model data/models/baseline2b --gallery data/features/dsa.parquet`: same shapes, other weights."""
+    torch.manual_seed(1)
+    other = tmp_path / "models" / "baseline2"
+    other.mkdir(parents=True)
+    torch.save(build_model("baseline", 5, CFG).state_dict(), other / "model.pt")
+    write_model_info(other, model_info("baseline", CFG, SIZE))
+    stage_file = tmp_path / "features" / "other.parquet"
+    stage_like_gallery(gallery_file, stage_file, {"model": "baseline", "network": "baseline", "flip": True,
+                                                  "size": "64x32", **weights_metadata(other / "model.pt")})
+    code, out, err = run(["search", "--model", world["folder"], "--gallery", stage_file, world["query"]], capsys)
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith("reid search: error: ")
+    assert f"{stage_file} was embedded by {(other / 'model.pt').as_posix()}" in err
+    assert f"not by {world['folder'] / 'model.pt'}" in err and "--force" in err
+    code, out, err = run(["search", "--model", world["folder"], "--gallery", stage_file, world["query"], "--force"],
+                         capsys)
+    assert code == 0 and out.startswith("query query.png"), err
+
+
+def test_search_checks_the_model_name_of_a_gallery_without_a_weights_hash(world, gallery_file, tmp_path,
+                                                                          capsys) -> None:
+    legacy = tmp_path / "dsa.parquet"  # a features-stage file from before the hash: dsa's MF-Stream features
+    stage_like_gallery(gallery_file, legacy, {"model": "dsa", "network": "dsa", "flip": True, "size": "64x32"})
+    code, _, err = run(["search", "--model", world["folder"], "--gallery", legacy, world["query"]], capsys)
+    assert code == 2 and "embedded by a 'dsa' model, not by" in err and str(world["folder"] / "model.pt") in err
+    stage_like_gallery(gallery_file, legacy, {"model": "baseline", "flip": True, "size": "64x32"})
+    code, _, err = run(["search", "--model", world["folder"], "--gallery", legacy, world["query"]], capsys)
+    assert code == 0 and "warning: " in err and "records no weights hash" in err
+
+
+def test_export_onnx_without_the_export_extra_is_one_line(world, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now fails, as when it is not installed
+    out = tmp_path / "baseline.onnx"
+    code, stdout, err = run(["export", "--model", world["folder"], "--format", "onnx", "--out", out], capsys)
+    assert code == 2 and stdout == "" and "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith("reid export: error: ") and "[export] extra" in err
+    assert not out.exists()
 
 
 def test_model_described_by_params_file_gives_the_same_features(world, gallery_file, tmp_path) -> None:

@@ -1,4 +1,5 @@
 import json
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -127,7 +128,37 @@ def test_detectron2_backend_errors_clearly(tmp_path):
         import detectron2  # noqa: F401
     except ImportError:
         with pytest.raises(ImportError, match="no-build-isolation"):
-            d2.Detectron2Estimator(cfg_file, weights, torch.device("cpu"))
+            d2.Detectron2Estimator(cfg_file, weights, torch.device("cpu"), trust_weights=True)
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".pth"])
+def test_detectron2_weights_are_refused_before_detectron2_is_imported_unless_trusted(tmp_path, monkeypatch, suffix):
+    cfg_file, weights = tmp_path / "c.yaml", tmp_path / f"w{suffix}"
+    cfg_file.write_text("x: 1\n")
+    weights.write_bytes(b"")
+    for name in ("detectron2", "detectron2.config", "detectron2.engine", "densepose"):
+        monkeypatch.setitem(sys.modules, name, None)  # any import of them now fails at once
+    with pytest.raises(ConfigError, match=r"densepose.detectron2.trust_weights: true") as err:
+        d2.Detectron2Estimator(cfg_file, weights, torch.device("cpu"))
+    assert str(weights) in str(err.value) and ("pickle.load" in str(err.value)) == (suffix == ".pkl")
+    with pytest.raises(ImportError, match="no-build-isolation"):  # trusted: it goes on to import detectron2
+        d2.Detectron2Estimator(cfg_file, weights, torch.device("cpu"), trust_weights=True)
+    cfg = from_mapping(DensePoseConfig, {"backend": "detectron2", "detectron2": {
+        "config": str(cfg_file), "weights": str(weights)}}, "densepose")  # a profile may name them untrusted
+    assert cfg.detectron2.trust_weights is False
+    with pytest.raises(ConfigError, match="trust_weights"):
+        build_estimator(cfg, torch.device("cpu"))
+
+
+def test_detectron2_config_must_be_yaml(tmp_path):
+    script = tmp_path / "config.py"
+    script.write_text("import os\n")
+    (tmp_path / "w.pkl").write_bytes(b"")
+    with pytest.raises(ConfigError, match="densepose.detectron2.config.*not a .yaml"):
+        from_mapping(DensePoseConfig, {"backend": "detectron2", "detectron2": {
+            "config": str(script), "weights": str(tmp_path / "w.pkl"), "trust_weights": True}}, "densepose")
+    with pytest.raises(ConfigError, match="not a .yaml"):
+        d2.Detectron2Estimator(script, tmp_path / "w.pkl", torch.device("cpu"), trust_weights=True)
 
 
 def test_detectron2_estimator_feeds_bgr_batches_and_converts(tmp_path):

@@ -178,6 +178,8 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
                 m.running_var.uniform_(0.5, 2.0)
     save_lite_model(model, arch, tmp_path / "lite.pt")
     assert (tmp_path / "lite.json").is_file()
+    save_lite_model(model, arch, tmp_path / "again.pt")
+    assert (tmp_path / "again.pt").read_bytes() == (tmp_path / "lite.pt").read_bytes()  # bytes follow contents only
     images, _ = fake_samples(3, 50, 30)
     before = LiteEstimator(model, arch, torch.device("cpu"), progress=False).predict(images, [])
     after = load_lite_estimator(tmp_path / "lite.pt", "cpu", batch_size=2).predict(images, [])
@@ -285,3 +287,60 @@ def test_config_errors_name_the_parameter():
         from_mapping(TrainDensePoseConfig, {"input_height": 100}, "train_densepose")
     with pytest.raises(ConfigError, match="train_densepose.*epochs"):
         from_mapping(TrainDensePoseConfig, {"epochs": 0}, "train_densepose")
+
+
+def test_each_epoch_is_logged_before_its_checkpoint_and_without_timings(tmp_path):
+    images, iuvs = fake_samples(4)
+    config = tiny_config(epochs=2)
+    data = training_arrays(images, iuvs, config.arch())
+    checkpoint = tmp_path / "ckpt.pt"
+    logged = []
+
+    def on_epoch(epoch, metrics):
+        logged.append((epoch, resumable_epoch(checkpoint, config, data), sorted(metrics)))
+
+    stale = tmp_path / ".ckpt.pt.k1ll3d.tmp"  # what a kill during a checkpoint save leaves
+    stale.write_bytes(b"half a checkpoint")
+    train_lite(config, data, checkpoint, on_epoch=on_epoch)
+    assert not stale.exists()
+    names = ["loss", "lr", "part_loss", "uv_loss"]
+    assert logged == [(0, 0, names), (1, 1, names)]  # epoch e logged while the checkpoint still holds e epochs
+    assert resumable_epoch(checkpoint, config, data) == 2
+
+
+def test_stage_after_a_kill_between_logging_and_checkpointing_logs_each_epoch_once(tmp_path, monkeypatch):
+    import json
+
+    import reid.densepose.lite_train as lite_train
+    import stages.common
+    import stages.train_densepose as stage
+
+    class Killed(Exception):
+        pass
+
+    params = {"train_densepose": {**TINY, "epochs": 3}}
+    monkeypatch.setattr(stages.common, "read_params", lambda *a, **k: params)
+    monkeypatch.setattr(stage, "labelled_crops", lambda *a, **k: [])
+    monkeypatch.setattr(stage, "load_pairs", lambda pairs, desc: fake_samples(6))  # train and held-out alike
+    monkeypatch.chdir(tmp_path)
+    real, calls = lite_train.save_checkpoint, []
+
+    def save_then_killed_at_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # epoch 2 is logged, its checkpoint never written
+            raise Killed
+        real(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(lite_train, "save_checkpoint", save_then_killed_at_epoch_2)
+        with pytest.raises(Killed):
+            stage.main()
+    stage.main()  # resumes at epoch 2
+    curves = sorted((tmp_path / "data/dvclive/train_densepose/plots/metrics").glob("*.tsv"))
+    assert [c.stem for c in curves] == ["loss", "lr", "part_loss", "uv_loss"]  # no timing curve
+    for curve in curves:
+        assert [row.split("\t")[0] for row in curve.read_text().splitlines()[1:]] == ["0", "1", "2"], curve.name
+    metrics = json.loads((tmp_path / "metrics/densepose_lite.json").read_text())
+    assert metrics["epochs"] == 3 and not {"train_seconds", "eval_seconds", "train_time_s"} & set(metrics)
+    assert set(json.loads((tmp_path / "data/densepose_lite_timing.json").read_text())) == {"train_time_s",
+                                                                                         "eval_time_s"}

@@ -251,7 +251,7 @@ def test_dsap_stage_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_manifest("data/manifest.parquet", pa.Table.from_pylist(rows, schema=SCHEMA), dataset="synthetic", root=world)
     pq.write_table(pa.Table.from_pylist(iuv_rows), "data/iuv.parquet")
-    (tmp_path / "params.yaml").write_text("dsap:\n  size: 8\n  collision: mean\n  batch_size: 2\n  n_samples: 2\n")
+    (tmp_path / "params.yaml").write_text("dsap:\n  grid: 8\n  collision: mean\n  batch_size: 2\n  n_samples: 2\n")
     from stages import dsap as stage
     stage.main()
 
@@ -286,5 +286,5 @@ def test_dsap_stage_rejects_iuv_of_another_size(tmp_path):
     pq.write_table(pa.Table.from_pylist([{"image_id": "query/a", "iuv": encode_raw(np.zeros((8, 5, 3), np.uint8)),
                                           "found": True}]), tmp_path / "iuv.parquet")
     with pytest.raises(ValueError, match="IUV of query/a"):
-        dsap.run_dsap(tmp_path / "iuv.parquet", manifest, tmp_path, tmp_path / "dsap.parquet", dsap.DSAPConfig(size=4))
+        dsap.run_dsap(tmp_path / "iuv.parquet", manifest, tmp_path, tmp_path / "dsap.parquet", dsap.DSAPConfig(grid=4))
     assert not (tmp_path / "dsap.parquet").exists()  # atomic: no half file

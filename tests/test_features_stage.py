@@ -12,7 +12,7 @@ import yaml
 from test_inference import DSA_CFG, SIZE, S, write_dsap
 from test_trainer import make_manifest
 
-from reid.export import model_info, write_model_info
+from reid.export import file_sha256, model_info, write_model_info
 from reid.io import parquet_metadata, write_parquet_atomic
 from reid.modeling.build import build_model
 from stages import features
@@ -60,7 +60,11 @@ def test_dsa_writes_inference_fused_and_guide_features(workdir) -> None:
     mf, fused, guide = (features_of(out / f) for f in ("dsa.parquet", "dsa_fused.parquet", "dsa_guide.parquet"))
     assert mf.shape == fused.shape == guide.shape == (4, model.feature_dim)
     np.testing.assert_allclose(fused, mf + guide, atol=1e-5)
-    assert parquet_metadata(out / "dsa_guide.parquet")["model"] == "dsa"
+    weights = workdir / "data" / "models" / "dsa" / "model.pt"
+    for name in ("dsa.parquet", "dsa_fused.parquet", "dsa_guide.parquet"):
+        meta = parquet_metadata(out / name)
+        assert meta["model"] == "dsa" and meta["network"] == "dsa"
+        assert (meta["weights"], meta["model_sha256"]) == ("data/models/dsa/model.pt", file_sha256(weights))
 
 
 def test_pretrained_reads_data_pretrain_and_its_model_json(workdir) -> None:

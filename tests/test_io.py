@@ -1,10 +1,19 @@
 import json
+import os
+import signal
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from reid import io
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
@@ -45,3 +54,110 @@ def test_read_image_errors_name_the_path(tmp_path):
     (tmp_path / "junk.png").write_bytes(b"not an image")
     with pytest.raises(io.ImageReadError, match="junk.png"):
         io.read_image(tmp_path / "junk.png")
+
+
+def _jpeg(tmp_path, name: str, data: bytes):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_jpeg_with_padding_after_its_end_marker_is_read(tmp_path):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (64, 32, 3), dtype=np.uint8)
+    io.write_image(tmp_path / "ok.jpg", img)
+    data = (tmp_path / "ok.jpg").read_bytes()
+    assert io.jpeg_end(data) == len(data)
+    for padding in (b"\0" * 32, b"\0" * 8192, b"\xff" * 32, b"\xff\xd9" + b"\0" * 30):
+        padded = _jpeg(tmp_path, "padded.jpg", data + padding)
+        assert io.jpeg_end(padded.read_bytes()) == len(data)
+        assert np.array_equal(io.read_image(padded), io.read_image(tmp_path / "ok.jpg"))
+
+
+def test_truncated_jpeg_is_caught_even_with_padding_or_an_embedded_thumbnail(tmp_path):
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (64, 32, 3), dtype=np.uint8)
+    io.write_image(tmp_path / "ok.jpg", img)
+    data = (tmp_path / "ok.jpg").read_bytes()
+    # An APP1 (EXIF-like) segment holding a thumbnail with its own SOI..EOI, right after SOI.
+    thumbnail = b"Exif\0\0\xff\xd8" + b"\x11" * 40 + b"\xff\xd9"
+    with_thumb = data[:2] + b"\xff\xe1" + (len(thumbnail) + 2).to_bytes(2, "big") + thumbnail + data[2:]
+    assert io.jpeg_end(with_thumb) == len(with_thumb)
+    for name, cut in {"half": data[: len(data) // 2], "no_eoi": data[:-2],
+                      "half_padded": data[: len(data) // 2] + b"\0" * 32,
+                      "thumb_half": with_thumb[: len(with_thumb) * 2 // 3]}.items():
+        assert io.jpeg_end(cut) is None, name
+        with pytest.raises(io.ImageReadError, match=f"truncated image: .*{name}.jpg"):
+            io.read_image(_jpeg(tmp_path, f"{name}.jpg", cut))
+
+
+@pytest.mark.parametrize("flags", [[cv2.IMWRITE_JPEG_PROGRESSIVE, 1], [cv2.IMWRITE_JPEG_RST_INTERVAL, 2]],
+                         ids=["progressive", "restart_markers"])
+def test_jpeg_structure_walk_handles_multi_scan_and_restart_markers(flags):
+    img = np.random.default_rng(2).integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    ok, buf = cv2.imencode(".jpg", img, flags)
+    data = buf.tobytes()
+    assert ok and io.jpeg_end(data) == len(data)
+    assert io.jpeg_end(data[: len(data) * 3 // 4]) is None
+
+
+def _killed_atomic_write(target, data: bytes) -> None:
+    """Start an atomic write of `target` in a subprocess and SIGKILL it mid-write (no cleanup runs)."""
+    code = ("import os, signal, sys\nfrom reid.io import atomic_path\n"
+            "with atomic_path(sys.argv[1]) as tmp:\n"
+            "    tmp.write_bytes(bytes.fromhex(sys.argv[2]))\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", code, str(target), data.hex()], env=env, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+
+
+def test_remove_stale_temps_clears_what_a_killed_write_left(tmp_path):
+    io.write_bytes_atomic(tmp_path / "last.pt", b"epoch 1")
+    _killed_atomic_write(tmp_path / "last.pt", b"half of epoch 2")
+    stale = [p for p in tmp_path.iterdir() if p.name.startswith(".last.pt.")]
+    assert len(stale) == 1 and io.is_temp_name(stale[0].name) and stale[0].read_bytes() == b"half of epoch 2"
+    for keep in ("notes.tmp", ".hidden", "last.pt.tmp"):  # not atomic_path names
+        (tmp_path / keep).write_text("keep")
+
+    assert io.remove_stale_temps(tmp_path) == stale
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "last.pt", "last.pt.tmp", "notes.tmp"]
+    assert (tmp_path / "last.pt").read_bytes() == b"epoch 1"  # the last complete write is untouched
+    assert io.remove_stale_temps(tmp_path / "missing") == []
+
+
+def test_torch_files_do_not_depend_on_the_file_name(tmp_path):
+    torch = pytest.importorskip("torch")
+    state = {"w": torch.arange(6.0).reshape(2, 3), "step": torch.tensor(3)}
+    io.write_torch_atomic(tmp_path / "a.pt", state)
+    io.write_torch_atomic(tmp_path / "model.pt", state)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "model.pt").read_bytes()
+    # what it guards against: torch.save straight to a file names the zip's records after it
+    torch.save(state, tmp_path / "b.pt")
+    torch.save(state, tmp_path / "c.pt")
+    assert (tmp_path / "b.pt").read_bytes() != (tmp_path / "c.pt").read_bytes()
+    # the serialization id is a hash of record names and contents, not random: same bytes in another process
+    code = ("import sys, torch\nfrom reid.io import write_torch_atomic\n"
+            "write_torch_atomic(sys.argv[1], {'w': torch.arange(6.0).reshape(2, 3), 'step': torch.tensor(3)})\n")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "other.pt")], check=True,
+                   env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert (tmp_path / "other.pt").read_bytes() == (tmp_path / "a.pt").read_bytes()
+    names = zipfile.ZipFile(tmp_path / "a.pt").namelist()
+    assert "archive/.data/serialization_id" in names
+    assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["w"], state["w"])
+
+
+def test_drop_live_steps_from_keeps_earlier_steps_once(tmp_path):
+    curves = tmp_path / "live" / "plots" / "metrics"
+    curves.mkdir(parents=True)
+    (curves / "loss.tsv").write_text("step\tloss\n0\t2.0\n1\t1.5\n2\t1.2\n2\t1.2\n")  # step 2 logged, then killed
+    (curves / "train").mkdir()
+    (curves / "train" / "l1.tsv").write_text("step\tl1\n0\t0.5\n1\t0.4\n2\t0.")  # cut short mid-append
+    (curves / "lr.tsv").write_text("step\tlr\n0\t0.1\n1\t0.1\n")
+    before = (curves / "lr.tsv").stat().st_mtime_ns
+
+    io.drop_live_steps_from(tmp_path / "live", 2)
+    assert (curves / "loss.tsv").read_text() == "step\tloss\n0\t2.0\n1\t1.5\n"
+    assert (curves / "train" / "l1.tsv").read_text() == "step\tl1\n0\t0.5\n1\t0.4\n"
+    assert (curves / "lr.tsv").stat().st_mtime_ns == before  # nothing to drop: not rewritten
+    io.drop_live_steps_from(tmp_path / "nothing", 0)  # no curves yet: nothing to do

@@ -14,6 +14,7 @@ from reid.data.manifest import (
     SCHEMA,
     PrepareConfig,
     build_manifest,
+    prepare_manifest,
     read_manifest,
     write_manifest,
     write_rejects,
@@ -68,6 +69,34 @@ def test_bad_images_fail_listing_all_or_skip(tmp_path):
     assert len(lines) == 3 and all("\t" in ln for ln in lines) and lines == sorted(lines)
 
 
+def test_fail_mode_lists_wrongly_named_and_unreadable_files_together(tmp_path):
+    root = make_market(tmp_path / "market")
+    write_dummy(root / "query" / "holiday.jpg")  # wrongly named
+    truncate(root / "query" / "0003_c2s1_000551_00.jpg")  # unreadable, in the same folder
+    (root / "bounding_box_train" / "0007_c6s3_077469_02.jpg").write_bytes(b"")
+    cfg = from_mapping(PrepareConfig, {"dataset": "market1501", "root": str(root), "num_workers": 2}, "prepare")
+    with pytest.raises(DatasetError, match="3 bad file.*1 wrongly named, 2 unreadable") as err:
+        prepare_manifest(cfg)
+    for name in ("holiday.jpg", "0003_c2s1_000551_00.jpg", "0007_c6s3_077469_02.jpg"):
+        assert name in str(err.value)
+    assert "prepare.on_bad_image: skip" in str(err.value)
+    skip = from_mapping(PrepareConfig, {"dataset": "market1501", "root": str(root), "on_bad_image": "skip",
+                                        "num_workers": 2}, "prepare")
+    table, rejects = prepare_manifest(skip)
+    assert sorted(Path(r.path).name for r in rejects) == ["0003_c2s1_000551_00.jpg", "0007_c6s3_077469_02.jpg",
+                                                          "holiday.jpg"]
+    assert len(table) == 9 and "holiday" not in "".join(table.column("path").to_pylist())
+
+
+def test_fail_mode_with_only_wrongly_named_files_lists_them(tmp_path):
+    root = tmp_path / "market"
+    for folder in ("bounding_box_train", "query", "bounding_box_test"):
+        write_dummy(root / folder / f"{folder}.jpg")
+    cfg = from_mapping(PrepareConfig, {"dataset": "market1501", "root": str(root)}, "prepare")
+    with pytest.raises(DatasetError, match="3 bad file.*3 wrongly named, 0 unreadable"):
+        prepare_manifest(cfg)
+
+
 def test_skipping_keeps_labels_contiguous(tmp_path):
     root = make_market(tmp_path)
     for name in ("0002_c1s1_000451_03.jpg", "0002_c2s1_000301_01.jpg"):  # every image of pid 2
@@ -108,8 +137,10 @@ def test_manifest_deterministic_and_metadata(tmp_path):
 
 def test_prepare_config():
     assert from_mapping(PrepareConfig, {}, "prepare").dataset_root == "data/synth/market"
-    with pytest.raises(ConfigError, match="root is required"):
-        from_mapping(PrepareConfig, {"dataset": "msmt17"}, "prepare")
+    with pytest.raises(ConfigError, match="prepare.root: expected a string, got None"):
+        from_mapping(PrepareConfig, {"root": None}, "prepare")  # a null breaks dvc.yaml's ${prepare.root}
+    with pytest.raises(ConfigError, match="prepare: root must be the dataset folder"):
+        from_mapping(PrepareConfig, {"root": " "}, "prepare")
     with pytest.raises(ConfigError, match="prepare.dataset"):
         from_mapping(PrepareConfig, {"dataset": "viper"}, "prepare")
     with pytest.raises(ConfigError, match="prepare.on_bad_image"):
@@ -122,12 +153,21 @@ def _run_prepare(cwd: Path, params: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=cwd, env=env, capture_output=True, text=True)
 
 
+def test_prepare_stage_with_a_null_root_is_one_line_naming_prepare_root(tmp_path):
+    done = _run_prepare(tmp_path, {"dataset": "synthetic", "root": None})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [f"error: {tmp_path / 'params.yaml'}: prepare.root: expected a string, "
+                                                "got None"]
+    assert not (tmp_path / "data").exists()
+
+
 def test_prepare_stage_end_to_end(tmp_path):
     root = make_market(tmp_path / "data" / "synth" / "market")
     write_dummy(root / "query" / "holiday.jpg")
     truncate(root / "bounding_box_test" / "0003_c1s1_000451_01.jpg")
     run = _run_prepare(tmp_path, {"dataset": "synthetic", "num_workers": 2})
-    assert run.returncode != 0 and "holiday.jpg" in run.stderr
+    assert run.returncode != 0 and "holiday.jpg" in run.stderr and "0003_c1s1_000451_01.jpg" in run.stderr
+    assert not (tmp_path / "data" / "manifest.parquet").exists()
     run = _run_prepare(tmp_path, {"dataset": "synthetic", "on_bad_image": "skip", "num_workers": 2})
     assert run.returncode == 0, run.stderr
     table = pq.read_table(tmp_path / "data" / "manifest.parquet")

@@ -1,3 +1,4 @@
+import dataclasses
 import warnings
 
 import pytest
@@ -271,3 +272,30 @@ def test_no_hard_coded_device_and_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         terms = model.losses(model(batch), batch)
     assert all(t.dtype == torch.float32 and torch.isfinite(t) for t in terms.values())
+
+
+def test_shuffled_dsap_control_feeds_other_samples_guides_in_training_only():
+    torch.manual_seed(0)
+    plain = build_model("dsa", 3, CFG)
+    control = build_model("dsa", 3, dataclasses.replace(CFG, shuffle_dsap=True))
+    control.load_state_dict(plain.state_dict())
+    batch = tiny_batch()
+    plain.eval(), control.eval()
+    with torch.no_grad():  # evaluation: the control changes nothing
+        assert torch.equal(plain(batch)["z_global"], control(batch)["z_global"])
+    control.train()
+    seen = []
+    control.dsag.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    torch.manual_seed(1)
+    control(batch)
+    assert not torch.equal(seen[0], batch["dsap"])  # other samples' DSAP images ...
+    assert sorted(seen[0].flatten(1).sum(1).tolist()) == pytest.approx(sorted(batch["dsap"].flatten(1).sum(1).tolist()))
+
+
+def test_mf_triplet_variant_adds_triplets_on_f_only_when_asked():
+    batch = tiny_batch()
+    paper = build_model("dsa", 3, CFG)
+    assert not any(k.startswith("triplet_f") for k in paper.losses(paper(batch), batch))
+    variant = build_model("dsa", 3, dataclasses.replace(CFG, mf_triplet_weight=1.5))
+    terms = variant.losses(variant(batch), batch)
+    assert {"triplet_f_global", "triplet_f_local"} <= set(terms) and terms["triplet_f_global"].item() >= 0

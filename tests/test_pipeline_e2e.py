@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -160,3 +161,59 @@ def test_experiment_runs_only_dependent_stages_and_metrics_diff_compares_commits
     diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], repo))
     assert "last_epoch_loss" in diff["metrics/train/baseline.json"]  # another loss weight: another training curve
     assert not any(path.startswith(("metrics/densepose", "metrics/dsa")) for path in diff)  # nothing else re-ran
+
+
+def test_dsap_grid_change_reruns_the_stage_instead_of_restoring_the_cache(repo):
+    # Last in the file: it commits and changes the workspace, then restores it. Under the old key
+    # `dsap.size` DVC's run-cache ignored the change (treeverse/dvc#10296): "cached - skipping run",
+    # and the S = 12 output came back.
+    dsap_parquet = repo / "data" / "dsap.parquet"
+    grid = yaml.safe_load((repo / "params.yaml").read_text())["dsap"]["grid"]
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "before the DSAP grid change", "--allow-empty"], repo)
+    try:
+        out = run(["dvc", "exp", "run", "-S", f"dsap.grid={grid + 1}", "dsap"], repo)
+        assert set(re.findall(r"Running stage '([^']+)'", out)) == {"dsap"} and "skipping run" not in out
+        assert pq.read_schema(dsap_parquet).metadata[b"size"] == str(grid + 1).encode()
+    finally:
+        run(["git", "checkout", "HEAD", "--", "params.yaml", "dvc.lock"], repo)
+        run(["dvc", "checkout", "--force", "dsap"], repo)
+    assert pq.read_schema(dsap_parquet).metadata[b"size"] == str(grid).encode()
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
+
+
+# A forced re-run of these stages from scratch must change no tracked metric (a forced re-run of the
+# whole micro pipeline would double this module's time; these cover every training stage and metric kind).
+RERUN = ("pretrain", "train_densepose", "densepose", "train_sanpg", "texture", "train@baseline",
+         "features@baseline", "evaluate@baseline", "report")
+CHECKPOINTS = ("data/pretrain/checkpoint", "data/train_densepose", "data/sanpg/checkpoint",
+               "data/models/baseline/checkpoint")  # persisted: without deleting them the stages would just resume
+NETWORKS = (("pretrain", "data/pretrain/model.pt"), ("pretrain", "data/pretrain/trunk.pt"),
+            ("train_densepose", "data/densepose_lite.pt"), ("train_sanpg", "data/sanpg/model.pt"),
+            ("train@baseline", "data/models/baseline/model.pt"), ("densepose", "data/iuv.parquet"),
+            ("texture", "data/texture.parquet"), ("features@baseline", "data/features/baseline.parquet"))
+
+
+def out_md5(lock: dict, stage: str, path: str) -> str:
+    return next(out["md5"] for out in lock["stages"][stage]["outs"] if out["path"] == path)
+
+
+def test_identical_rerun_changes_no_metric(repo):
+    # After every other test: it re-runs stages and leaves the new timings in the workspace. Same
+    # machine, same threads: quality metrics, curves and networks must come back byte for byte.
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "results before the identical re-run", "--allow-empty"], repo)
+    before = yaml.safe_load((repo / "dvc.lock").read_text())
+    for folder in CHECKPOINTS:
+        shutil.rmtree(repo / folder)
+    run(["dvc", "repro", "-f", "-s", *RERUN], repo)
+
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo))
+    assert diff == {}, diff
+    changed = run(["git", "status", "--porcelain", "--", "metrics"], repo)
+    assert changed == "", changed + run(["git", "diff", "--", "metrics"], repo)[:4000]  # curves and summary too
+    after = yaml.safe_load((repo / "dvc.lock").read_text())
+    for stage, path in NETWORKS:
+        assert out_md5(after, stage, path) == out_md5(before, stage, path), path
+    timing = json.loads((repo / "data" / "models" / "baseline" / "timing.json").read_text())
+    assert timing["train_time_s"] > 0  # the timings were written again, apart from the metrics

@@ -13,9 +13,10 @@ from reid.io import read_image
 from reid.modeling.backbone import ResNetTrunk
 from reid.pretrain import pool_table, torchvision_state
 from reid.synth import PoolConfig, WorldConfig, export_market, export_pool
+from stages.pretrain import PretrainConfig
 
 WORLD = WorldConfig(seed=3, n_train=3, n_test=3, n_cameras=3, cameras_per_identity=(2, 2), images_per_identity=4,
-                    n_distractors=0, n_junk=0, size=(64, 32), tile=8)
+                    n_distractors=0, n_junk=0, height=64, width=32, tile=8)
 POOL = PoolConfig(seed=3, n_identities=5, images_per_identity=4, n_cameras=3, cameras_per_identity=(2, 2),
                   height=64, width=32, tile=8)  # the world's seed on purpose: the pool must still differ
 
@@ -56,6 +57,13 @@ def test_pool_export_is_deterministic(pool, tmp_path):
 def test_pool_params_validate():
     with pytest.raises(ConfigError, match="n_identities"):
         from_mapping(PoolConfig, {"n_identities": 1}, "synthesize.pretrain")
+
+
+def test_pretrain_params_reject_a_batch_without_triplets():
+    with pytest.raises(ConfigError, match=r"pretrain.train: k must be >= 2 \(batch-hard triplet"):
+        from_mapping(PretrainConfig, {"train": {"k": 1}}, "pretrain")
+    with pytest.raises(ConfigError, match=r"pretrain.train: p must be >= 2 \(batch-hard triplet"):
+        from_mapping(PretrainConfig, {"train": {"p": 1}}, "pretrain")
 
 
 def test_trunk_round_trips_as_a_torchvision_state_dict(tmp_path):

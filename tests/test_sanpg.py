@@ -210,6 +210,8 @@ def test_model_file_round_trip(tmp_path):
     model = build_sanpg(cfg.arch()).eval()
     mean = torch.rand(3, 24, 16) * 2 - 1
     save_sanpg(tmp_path / "model.pt", model, cfg.arch(), mean)
+    save_sanpg(tmp_path / "again.pt", model, cfg.arch(), mean)
+    assert (tmp_path / "again.pt").read_bytes() == (tmp_path / "model.pt").read_bytes()  # bytes follow contents only
     loaded, arch, loaded_mean = load_sanpg(tmp_path / "model.pt")
     assert arch == cfg.arch() and torch.equal(loaded_mean, mean)
     x = torch.randn(2, 3, 32, 16)
@@ -245,6 +247,8 @@ def test_stages_end_to_end(tmp_path, monkeypatch):
     assert 0 < metrics["heldout_l1"] < 2 and 0 < metrics["heldout_l1_mean_texture"] < 2
     assert (tmp_path / "data/sanpg/samples.png").is_file() and (tmp_path / "data/sanpg/checkpoint/last.pt").is_file()
     assert (tmp_path / "metrics/train/sanpg/metrics.json").is_file()
+    assert not {"train_time_s", "images_per_s"} & set(metrics)  # timings live apart from the tracked metrics
+    assert json.loads((tmp_path / "data/sanpg/timing.json").read_text())["images_per_s"] > 0
 
     monkeypatch.setattr(stages.texture, "MANIFEST", tmp_path / "manifest.parquet")
     stages.texture.main()
@@ -253,7 +257,41 @@ def test_stages_end_to_end(tmp_path, monkeypatch):
     assert decode_png(table["texture"][0].as_py()).shape == atlas_shape(TILE)
     tex = json.loads((tmp_path / "metrics/texture.json").read_text())
     assert tex["n_cached"] == 5 and tex["n_images"] == 2 and tex["n_identities"] == 1  # pid 2 only
+    assert not {"seconds", "time_s", "images_per_s"} & set(tex)
+    assert json.loads((tmp_path / "data/texture_timing.json").read_text())["images_per_s"] > 0
     assert (tmp_path / "data/texture_samples.png").is_file()
     # encode_png is what the cache holds: the bytes decode to the same atlas the engine reads
     atlas = decode_png(table["texture"][1].as_py())
     assert decode_png(encode_png(atlas)).tobytes() == atlas.tobytes()
+
+
+@pytest.mark.slow
+def test_a_kill_between_logging_and_checkpointing_logs_each_epoch_once(tmp_path, monkeypatch):
+    import reid.sanpg
+    import stages.common
+    import stages.train_sanpg
+
+    class Killed(Exception):
+        pass
+
+    make_pit(tmp_path / "pit", poses=2)
+    params = {"train_sanpg": {**TINY, "epochs": 3, "pit_root": str(tmp_path / "pit")}}
+    monkeypatch.setattr(stages.common, "read_params", lambda *a, **k: params)
+    monkeypatch.chdir(tmp_path)
+    real, calls = reid.sanpg.save_checkpoint, []
+
+    def save_then_killed_at_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # epoch 2 is logged, its checkpoint never written
+            raise Killed
+        real(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(reid.sanpg, "save_checkpoint", save_then_killed_at_epoch_2)
+        with pytest.raises(Killed):
+            stages.train_sanpg.main()
+    stages.train_sanpg.main()  # resumes at epoch 2
+    curves = sorted((tmp_path / "metrics/train/sanpg/plots/metrics").glob("*.tsv"))
+    assert [c.stem for c in curves] == ["heldout_l1", "lr", "train_l1"]  # no timing curves
+    for curve in curves:
+        assert [row.split("\t")[0] for row in curve.read_text().splitlines()[1:]] == ["0", "1", "2"], curve.name

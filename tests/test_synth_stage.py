@@ -11,8 +11,8 @@ from reid.io import read_image
 
 MICRO = {"synthesize": {
     "world": {"seed": 1, "n_train": 2, "n_test": 3, "n_cameras": 3, "cameras_per_identity": [2, 2],
-              "images_per_identity": 4, "n_distractors": 2, "n_junk": 2, "size": [64, 32], "tile": 8},
-    "pit": {"seed": 1, "n_textures": 2, "poses_per_texture": 2, "size": [64, 32], "tile": 8},
+              "images_per_identity": 4, "n_distractors": 2, "n_junk": 2, "height": 64, "width": 32, "tile": 8},
+    "pit": {"seed": 1, "n_textures": 2, "poses_per_texture": 2, "height": 64, "width": 32, "tile": 8},
 }}
 
 
@@ -24,7 +24,7 @@ def _run(tmp_path: Path, params: dict, *args: str) -> subprocess.CompletedProces
 
 
 def test_stage_writes_market_pit_and_contact_sheet(tmp_path):
-    done = _run(tmp_path, MICRO)
+    done = _run(tmp_path, MICRO, "market", "pit")  # MICRO has no synthesize.pretrain (tests/test_pretrain.py)
     assert done.returncode == 0, done.stderr
     synth = tmp_path / "data" / "synth"
     assert sorted(p.name for p in synth.iterdir()) == ["contact_sheet.png", "market", "pit"]

@@ -11,10 +11,11 @@ from reid.config import ConfigError, from_mapping
 from reid.io import decode_raw, read_image
 from reid.parts import PART_NAMES
 from reid.synth import PitConfig, View, WorldConfig, export_market, export_pit, make_atlas, render_person
+from reid.synth.__main__ import main as synth_cli
 from reid.synth.world import MARKET_NAME, make_people
 
 TINY = WorldConfig(seed=3, n_train=3, n_test=4, n_cameras=3, cameras_per_identity=(2, 3), images_per_identity=6,
-                   n_distractors=3, n_junk=3, size=(64, 32), tile=16)
+                   n_distractors=3, n_junk=3, height=64, width=32, tile=16)
 TINY_PIT = PitConfig(seed=3, n_textures=3, poses_per_texture=2)
 FOLDERS = ("bounding_box_train", "bounding_box_test", "query")
 
@@ -183,7 +184,7 @@ def test_same_identity_front_and_back_are_not_near_identical():
 
 
 @pytest.mark.parametrize("bad,name", [({"n_cameras": 1}, "n_cameras"), ({"images_per_identity": 3}, "images_per_identity"),
-                                      ({"size": [16, 8]}, "size"), ({"n_identities": 5}, "n_identities")])
+                                      ({"height": 16}, "height must be >= 32"), ({"n_identities": 5}, "n_identities")])
 def test_bad_world_params_name_the_parameter(bad, name):
     with pytest.raises(ConfigError, match=name):
         from_mapping(WorldConfig, bad, "synthesize.world")
@@ -192,8 +193,20 @@ def test_bad_world_params_name_the_parameter(bad, name):
 def test_pit_params_validate():
     with pytest.raises(ConfigError, match="n_textures"):
         from_mapping(PitConfig, {"n_textures": 0}, "synthesize.pit")
-    cfg = from_mapping(PitConfig, {"size": [64, 32]}, "synthesize.pit")
+    with pytest.raises(ConfigError, match="synthesize.pit: height must be >= 32 and width >= 16, got 64x8"):
+        from_mapping(PitConfig, {"height": 64, "width": 8}, "synthesize.pit")
+    cfg = from_mapping(PitConfig, {"height": 64, "width": 32}, "synthesize.pit")
     assert cfg.size == (64, 32)
+
+
+def test_cli_size_is_the_image_height_and_width(tmp_path, capsys):
+    synth_cli(["pit", "--out", str(tmp_path / "pit"), "--textures", "1", "--poses", "1", "--size", "64", "32", "--quiet"])
+    assert read_image(tmp_path / "pit" / "images" / "pit00000_00.png").shape == (64, 32, 3)
+    synth_cli(["market", "--out", str(tmp_path / "market"), "--identities", "1", "--size", "48", "24", "--quiet"])
+    assert {read_image(p).shape for p in (tmp_path / "market" / "query").glob("*.jpg")} == {(48, 24, 3)}
+    with pytest.raises(SystemExit):
+        synth_cli(["pit", "--out", str(tmp_path / "bad"), "--size", "16", "8", "--quiet"])
+    assert "height must be >= 32 and width >= 16, got 16x8" in capsys.readouterr().err
 
 
 def test_densepose_views_add_training_renders_without_touching_the_reid_splits(market, tmp_path):

@@ -113,10 +113,20 @@ def test_lr_schedule_follows_the_paper() -> None:
 
 
 def test_config_rejects_bad_values() -> None:
-    with pytest.raises(ConfigError, match="train: p must be >= 1"):
+    with pytest.raises(ConfigError, match="train: p must be >= 2"):
         from_mapping(TrainConfig, {"p": 0}, "train")
+    with pytest.raises(ConfigError, match="train: epochs must be >= 1"):
+        from_mapping(TrainConfig, {"epochs": 0}, "train")
     with pytest.raises(ConfigError, match="train.amp"):
         from_mapping(TrainConfig, {"amp": "fp8"}, "train")
+
+
+@pytest.mark.parametrize("key,why", [("p", "2 identities per batch"), ("k", "2 images per identity")])
+def test_config_rejects_a_batch_without_triplets(key, why) -> None:
+    # P = 1 has no negatives, K = 1 no positives: the batch-hard triplet loss would be silently 0.
+    with pytest.raises(ConfigError, match=f"train: {key} must be >= 2 \\(batch-hard triplet needs >= {why}\\), got 1"):
+        from_mapping(TrainConfig, {key: 1}, "train")
+    assert from_mapping(TrainConfig, {key: 2}, "train").size == (256, 128)
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -144,10 +154,10 @@ def test_killed_then_resumed_run_ends_with_identical_weights(dataset, tmp_path) 
     state = load_checkpoint(checkpoint_file(tmp_path / "resumed" / "checkpoint"))
     assert int(state["epoch"]) == 4
 
-    # DVCLive: all 4 epochs present after the resume, in order, with loss terms, lr and throughput.
+    # DVCLive: all 4 epochs present after the resume, in order, with loss terms and lr (no timings).
     live = tmp_path / "resumed" / "live"
     metrics = json.loads((live / "metrics.json").read_text())
-    assert metrics["step"] == 3 and {"loss", "loss_id", "loss_triplet", "lr", "images_per_s"} <= set(metrics)
+    assert metrics["step"] == 3 and set(metrics) == {"step", "loss", "loss_id", "loss_triplet", "lr"}
     rows = (live / "plots" / "metrics" / "loss.tsv").read_text().splitlines()
     assert [r.split("\t")[0] for r in rows[1:]] == ["0", "1", "2", "3"]
     lr_rows = [float(r.split("\t")[1]) for r in (live / "plots" / "metrics" / "lr.tsv").read_text().splitlines()[1:]]
@@ -213,3 +223,84 @@ def test_checkpoint_past_the_requested_epochs_is_not_used(dataset, tmp_path) -> 
     with pytest.warns(UserWarning, match="past epochs=1"):
         result = train(new_model(), dataset, tiny_config(epochs=1), tmp_path)
     assert result.epochs == 1 and int(load_checkpoint(checkpoint_file(tmp_path / "checkpoint"))["epoch"]) == 1
+
+
+class Killed(Exception):
+    """Stands in for a kill at one point of the loop."""
+
+
+def kill_on_call(monkeypatch, module, name: str, call: int) -> None:
+    """Make `module.name` raise Killed on its `call`-th call (1-based), and work normally otherwise."""
+    real, calls = getattr(module, name), []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise Killed(f"{name} call {call}")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+
+
+def live_steps(live_dir) -> dict[str, list[int]]:
+    """The step column of every DVCLive curve under `live_dir`."""
+    return {tsv.stem: [int(row.split("\t")[0]) for row in tsv.read_text().splitlines()[1:]]
+            for tsv in sorted((live_dir / "plots" / "metrics").glob("*.tsv"))}
+
+
+def test_a_kill_between_logging_and_checkpointing_logs_each_epoch_once(dataset, tmp_path, monkeypatch) -> None:
+    import reid.engine.trainer as trainer
+
+    with monkeypatch.context() as patch:
+        kill_on_call(patch, trainer, "save_checkpoint", 2)  # epoch 2 is logged, its checkpoint never written
+        with pytest.raises(Killed):
+            train(new_model(), dataset, tiny_config(), tmp_path)
+    assert int(load_checkpoint(checkpoint_file(tmp_path / "checkpoint"))["epoch"]) == 1
+    assert set(live_steps(tmp_path / "live")["loss"]) == {0, 1}
+
+    resumed = new_model()
+    train(resumed, dataset, tiny_config(), tmp_path)  # resumes at epoch 2, logging it again
+    steps = live_steps(tmp_path / "live")
+    assert set(steps) == {"loss", "loss_id", "loss_triplet", "lr"}
+    assert all(column == [0, 1, 2, 3] for column in steps.values()), steps
+    whole = new_model()
+    train(whole, dataset, tiny_config(), tmp_path / "whole")
+    assert (tmp_path / "live/plots/metrics/loss.tsv").read_text() == (
+        tmp_path / "whole/live/plots/metrics/loss.tsv").read_text()  # the same curve as an uninterrupted run
+
+
+def test_stale_checkpoint_temp_is_removed_when_training_starts(dataset, tmp_path) -> None:
+    stale = tmp_path / "checkpoint" / ".last.pt.k1ll3d.tmp"  # what a kill during save_checkpoint leaves
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a checkpoint")
+    train(new_model(), dataset, tiny_config(epochs=1), tmp_path)
+    assert sorted(p.name for p in stale.parent.iterdir()) == ["last.pt"]
+
+
+def test_identical_trainings_write_identical_files(tmp_path, monkeypatch) -> None:
+    """model.pt, the curves and the summary are byte-identical across two identical runs of the stage
+    (in two folders: neither the path nor the run's timings leak into them)."""
+    import hashlib
+
+    import yaml
+
+    import stages.train as stage
+
+    monkeypatch.setattr(stage, "build_model", lambda name, num_classes, cfg: TinyModel(num_classes))
+    params = {"train": {"epochs": 2, "p": 4, "k": 2, "height": 16, "width": 8, "num_workers": 0, "device": "cpu",
+                        "seed": 5},
+              "models": {"baseline": {"backbone": "resnet18", "pretrained": None}}}
+    outputs = ["data/models/baseline/model.pt", "metrics/train/baseline.json",
+               *[f"metrics/train/baseline/plots/metrics/{n}.tsv" for n in ("loss", "loss_id", "loss_triplet", "lr")],
+               "metrics/train/baseline/metrics.json"]
+    digests = []
+    for run in ("a", "b"):
+        folder = tmp_path / run
+        make_manifest(folder / "data")
+        (folder / "params.yaml").write_text(yaml.safe_dump(params))
+        monkeypatch.chdir(folder)
+        stage.main(["baseline"])
+        assert sorted(p.name for p in (folder / "metrics/train/baseline/plots/metrics").iterdir()) == [
+            "loss.tsv", "loss_id.tsv", "loss_triplet.tsv", "lr.tsv"]  # no timing curves
+        digests.append({name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in outputs})
+    assert digests[0] == digests[1]

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from reid.data.datasets import DatasetError, ImageRecord, Reject, sort_records
+from reid.data.datasets import DatasetError, ImageRecord, Reject, load_dataset, sort_records
 from reid.io import ImageReadError, parquet_metadata, read_image, write_parquet_atomic, write_text_atomic
 
 SYNTHETIC_ROOT = "data/synth/market"
@@ -35,20 +35,22 @@ class PrepareConfig:
 
     dataset: Literal["synthetic", "market1501", "dukemtmc", "cuhk03_labeled", "cuhk03_detected",
                      "msmt17", "cuhk01"] = "synthetic"
-    root: str | None = None  # null: data/synth/market for the synthetic world; required otherwise
+    # The dataset folder (for every dataset, the synthetic one too). Never null: dvc.yaml depends
+    # on ${prepare.root}, and a null path makes every dvc command fail with "unexpected error".
+    root: str = SYNTHETIC_ROOT
     on_bad_image: Literal["fail", "skip"] = "fail"
     split_seed: int = 0  # CUHK01's random 485/486 identity split
     num_workers: int = 4  # decoding threads (OpenCV releases the GIL)
 
     def validate(self) -> None:
-        if self.root is None and self.dataset != "synthetic":
-            raise ValueError(f"root is required for dataset {self.dataset!r} (the folder holding it)")
+        if not self.root.strip():
+            raise ValueError("root must be the dataset folder, got an empty string")
         if self.num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
 
     @property
     def dataset_root(self) -> str:
-        return self.root if self.root is not None else SYNTHETIC_ROOT
+        return self.root
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int] | str:
@@ -120,6 +122,30 @@ def build_manifest(records: list[ImageRecord], root: str | os.PathLike, *,
         "label": [labels.get(r.pid, -1) if r.split == "train" else -1 for r, _ in kept],
     }, schema=SCHEMA)
     return table, rejects
+
+
+def prepare_manifest(cfg: PrepareConfig) -> tuple[pa.Table, list[Reject]]:
+    """The prepare stage's work: load dataset `cfg.dataset`, decode every image; (table, rejected files).
+
+    Wrongly named and unreadable files are all gathered before deciding, so that in fail mode
+    one error lists every bad path (a folder with both kinds used to report only the names).
+    """
+    root = cfg.dataset_root
+    misnamed: list[Reject] = []
+    records = load_dataset(cfg.dataset, root, seed=cfg.split_seed, rejects=misnamed)
+    if not records and misnamed and cfg.on_bad_image == "fail":
+        raise DatasetError(bad_files_message(misnamed, []))
+    table, unreadable = build_manifest(records, root, on_bad_image="skip", num_workers=cfg.num_workers)
+    if cfg.on_bad_image == "fail" and (misnamed or unreadable):
+        raise DatasetError(bad_files_message(misnamed, unreadable))
+    return table, misnamed + unreadable
+
+
+def bad_files_message(misnamed: list[Reject], unreadable: list[Reject]) -> str:
+    """One error text listing every wrongly named and every unreadable file, each with its reason."""
+    lines = "\n  ".join(f"{r.path}: {r.reason}" for r in sorted(misnamed + unreadable))
+    return (f"{len(misnamed) + len(unreadable)} bad file(s): {len(misnamed)} wrongly named, {len(unreadable)} "
+            f"unreadable or truncated (set prepare.on_bad_image: skip to drop them):\n  {lines}")
 
 
 def _check_unique_ids(records: list[ImageRecord]) -> None:

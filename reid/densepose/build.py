@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from reid.densepose.base import IUVEstimator, IUVResult
+from reid.densepose.detectron2 import check_config_file
 from reid.densepose.oracle import gt_iuv_path
 from reid.densepose.precomputed import read_iuv_png
 from reid.densepose.quality import CoverageStats, IUVQuality
@@ -36,6 +37,7 @@ class Detectron2Options:
     config: str | None = None   # densepose_rcnn_R_50_FPN_s1x.yaml (its Base-*.yaml beside it)
     weights: str | None = None  # model_final_162be9.pkl
     score_threshold: float = 0.8
+    trust_weights: bool = False  # detectron2 unpickles the weights: set true only for a file you checked
 
 
 @dataclass
@@ -70,8 +72,11 @@ class DensePoseConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
-        if self.backend == "detectron2" and not (self.detectron2.config and self.detectron2.weights):
-            raise ValueError("backend detectron2 needs detectron2.config and detectron2.weights (paths)")
+        if self.backend == "detectron2":
+            d = self.detectron2
+            if not (d.config and d.weights):
+                raise ValueError("backend detectron2 needs detectron2.config and detectron2.weights (paths)")
+            check_config_file(d.config)  # trust_weights: checked when built (a profile may name untrusted files)
         if self.backend == "precomputed":
             p = self.precomputed
             if (p.root is None) == (p.dump is None):
@@ -100,7 +105,8 @@ def build_estimator(config: DensePoseConfig, device: torch.device) -> IUVEstimat
     if config.backend == "detectron2":
         from reid.densepose.detectron2 import Detectron2Estimator
         d = config.detectron2
-        return Detectron2Estimator(d.config, d.weights, device, d.score_threshold, config.batch_size)
+        return Detectron2Estimator(d.config, d.weights, device, d.score_threshold, config.batch_size,
+                                   trust_weights=d.trust_weights)
     if config.backend == "lite":
         from reid.densepose.lite import load_lite_estimator
         return load_lite_estimator(config.lite.checkpoint, device, config.batch_size)

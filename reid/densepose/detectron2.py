@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from reid.config import ConfigError
 from reid.densepose.base import IUVResult
 
 INSTALL_HINT = (
@@ -44,6 +45,26 @@ INSTALL_HINT = (
     "'git+https://github.com/facebookresearch/detectron2.git'` and `pip install --no-build-isolation "
     "'git+https://github.com/facebookresearch/detectron2.git#subdirectory=projects/DensePose'`"
 )
+
+
+CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+def check_config_file(config_path: str | Path) -> None:
+    """Refuse a config detectron2 would execute: only YAML, which is read with allow_unsafe=False."""
+    if Path(config_path).suffix.lower() not in CONFIG_SUFFIXES:
+        raise ConfigError(f"densepose.detectron2.config: {config_path} is not a .yaml/.yml file "
+                          f"(detectron2 runs a .py config as code)")
+
+
+def check_weights_trusted(weights_path: str | Path, trust_weights: bool) -> None:
+    """Refuse detectron2 weights the user has not vouched for: every format detectron2 reads unpickles."""
+    if trust_weights:
+        return
+    how = "pickle.load" if Path(weights_path).suffix.lower() == ".pkl" else "torch.load without weights_only"
+    raise ConfigError(f"densepose.detectron2.weights: detectron2 reads {weights_path} with {how}, which can run "
+                      f"code from a crafted file; set densepose.detectron2.trust_weights: true only after "
+                      f"checking where the file comes from (e.g. the DensePose model zoo, by checksum)")
 
 
 def int_box_xywh(box_xyxy: torch.Tensor) -> tuple[int, int, int, int]:
@@ -113,10 +134,13 @@ class Detectron2Estimator:
     """DensePose R-CNN through detectron2's DefaultPredictor, run on batches of crops."""
 
     def __init__(self, config_path: str | Path, weights_path: str | Path, device: torch.device,
-                 score_threshold: float = 0.8, batch_size: int = 8):
+                 score_threshold: float = 0.8, batch_size: int = 8, *, trust_weights: bool = False):
         for name, path in (("densepose.detectron2.config", config_path), ("densepose.detectron2.weights", weights_path)):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"{name}: file not found: {path}")
+        # Before importing detectron2: nothing of it may touch an untrusted file.
+        check_config_file(config_path)
+        check_weights_trusted(weights_path, trust_weights)
         try:
             from densepose import add_densepose_config
             from detectron2.config import get_cfg
@@ -125,7 +149,7 @@ class Detectron2Estimator:
             raise ImportError(f"{INSTALL_HINT} ({err})") from err
         cfg = get_cfg()
         add_densepose_config(cfg)
-        cfg.merge_from_file(str(config_path))
+        cfg.merge_from_file(str(config_path), allow_unsafe=False)  # its default falls back to yaml.unsafe_load
         cfg.MODEL.WEIGHTS = str(weights_path)
         cfg.MODEL.DEVICE = str(device)  # detectron2 defaults to "cuda", which fails on CPU torch
         cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = score_threshold

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from reid.densepose.base import IUVResult
-from reid.io import atomic_path, write_json_atomic
+from reid.io import write_json_atomic, write_torch_atomic
 from reid.parts import N_CLASSES, N_PARTS, encode_iuv
 
 # ImageNet statistics: a conventional, harmless normalisation for random-init nets too.
@@ -195,9 +195,7 @@ def arch_path(checkpoint_path: str | Path) -> Path:
 
 def save_lite_model(model: LiteDensePose, arch: LiteArch, checkpoint_path: str | Path) -> None:
     """Weights (tensors only) to `checkpoint_path`, architecture to its .json sidecar; both atomic."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(checkpoint_path) as tmp:
-        torch.save(state, tmp)
+    write_torch_atomic(checkpoint_path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
     write_json_atomic(arch_path(checkpoint_path), asdict(arch))
 
 

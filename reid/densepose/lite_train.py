@@ -9,10 +9,10 @@ Targets are soft: labels at 2x the heads' resolution (a 128 x 64 crop's own pixe
 default 128 x 64 input) are pooled into per-cell part shares and per-part mean U/V
 (``soft_targets``), so thin limbs keep their weight at the heads' coarser grid.
 
-Resume: every epoch ends with an atomic checkpoint (model + optimizer state, tensors and plain
-numbers only). The shuffle order of epoch e is drawn from seed and e alone, and the learning rate
-is a function of the global step, so a run resumed from epoch e ends with the same weights as an
-uninterrupted one (CPU, same seed).
+Resume: every epoch ends with ``on_epoch`` (DVCLive in the stage), then an atomic checkpoint
+(model + optimizer state, tensors and plain numbers only). The shuffle order of epoch e is drawn
+from seed and e alone, and the learning rate is a function of the global step, so a run resumed
+from epoch e ends with the same weights as an uninterrupted one (CPU, same seed).
 
 No horizontal-flip augmentation: rendering a symmetric pose from azimuth a and -a shows that the
 synthetic charts are not all mirror-consistent (torso V becomes 1 - V, the feet charts differ), so a
@@ -47,7 +47,7 @@ from reid.densepose.lite import (
 )
 from reid.densepose.quality import IUVQuality
 from reid.device import default_device
-from reid.io import atomic_path, decode_raw, read_image
+from reid.io import decode_raw, read_image, remove_stale_temps, write_torch_atomic
 from reid.parts import N_CLASSES, N_PARTS, decode_iuv
 from reid.synth.world import DENSEPOSE_FOLDER
 
@@ -279,8 +279,7 @@ def save_checkpoint(path: Path, model: LiteDensePose, optimizer: torch.optim.Opt
                     fingerprint: str, elapsed: float) -> None:
     state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
              "optimizer": optimizer.state_dict(), "epoch": epoch, "fingerprint": fingerprint, "elapsed": elapsed}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    write_torch_atomic(path, state)
 
 
 def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
@@ -306,7 +305,8 @@ def train_lite(config: TrainDensePoseConfig, data: dict[str, torch.Tensor], chec
 
     With `checkpoint`, resumes from it when it matches the config and rewrites it every epoch.
     `stop_after` ends after that many epochs (as if killed; for tests). `on_epoch(epoch, metrics)` is
-    called after each epoch (DVCLive logging in the stage).
+    called after each epoch, before its checkpoint (DVCLive logging in the stage; no timings, so
+    identical runs log identical curves).
     """
     device = default_device(config.device)
     if config.num_threads:
@@ -320,6 +320,8 @@ def train_lite(config: TrainDensePoseConfig, data: dict[str, torch.Tensor], chec
     fingerprint = run_fingerprint(config, data)
 
     start_epoch, elapsed = 0, 0.0
+    if checkpoint:
+        remove_stale_temps(Path(checkpoint).parent)  # a killed save's partial file must not stay in the persisted folder
     state = load_checkpoint(checkpoint, fingerprint) if checkpoint else None
     if state is not None:
         model.load_state_dict(state["model"])
@@ -352,12 +354,14 @@ def train_lite(config: TrainDensePoseConfig, data: dict[str, torch.Tensor], chec
             sums += torch.stack([loss.detach(), part_loss.detach(), uv_loss.detach()]).cpu() * len(idx)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         elapsed += time.perf_counter() - t0
-        if checkpoint:
-            save_checkpoint(checkpoint, model, optimizer, epoch + 1, fingerprint, elapsed)
+        # Logged before the checkpoint: a kill in between re-runs this epoch, and the stage drops
+        # the curves' rows from the resumed epoch on (reid.io.drop_live_steps_from).
         if on_epoch:
             mean = (sums / n).tolist()
             on_epoch(epoch, {"loss": mean[0], "part_loss": mean[1], "uv_loss": mean[2],
-                             "lr": optimizer.param_groups[0]["lr"], "train_seconds": elapsed})
+                             "lr": optimizer.param_groups[0]["lr"]})
+        if checkpoint:
+            save_checkpoint(checkpoint, model, optimizer, epoch + 1, fingerprint, elapsed)
     return model.eval(), elapsed
 
 

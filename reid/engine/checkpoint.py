@@ -8,14 +8,13 @@ is never resumed by mistake.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from reid.io import atomic_path, write_bytes_atomic
+from reid.io import write_torch_atomic
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -25,18 +24,14 @@ def checkpoint_file(directory: str | os.PathLike) -> Path:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write `state` atomically (temp file + rename), so a kill never leaves half a checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """Write `state` atomically (temp file + rename), so a kill never leaves half a checkpoint;
+    the same state gives the same bytes (`reid.io.write_torch_atomic`)."""
+    write_torch_atomic(path, state)
 
 
 def save_weights(path: str | os.PathLike, state: dict[str, torch.Tensor]) -> None:
-    """Write a tensors-only state dict atomically. Serialised in memory first: torch names the zip's
-    inner folder after the file it writes, so saving straight to a random temp name would make
-    identical weights differ in bytes (and in DVC hash)."""
-    buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, buffer)
-    write_bytes_atomic(path, buffer.getvalue())
+    """Write a tensors-only state dict (on CPU) atomically; identical weights give identical bytes."""
+    write_torch_atomic(path, {k: v.detach().cpu().contiguous() for k, v in state.items()})
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

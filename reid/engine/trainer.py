@@ -43,6 +43,7 @@ from reid.engine.checkpoint import (
     set_rng_state,
 )
 from reid.engine.optim import build_optimizer, build_scheduler, check_optim_settings
+from reid.io import drop_live_steps_from, remove_stale_temps
 
 
 @dataclass
@@ -72,9 +73,15 @@ class TrainConfig:
     channels_last: bool = True  # CUDA only
 
     def validate(self) -> None:
-        for name in ("epochs", "p", "k", "height", "width", "step_epochs"):
+        for name in ("epochs", "height", "width", "step_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        # With one identity (or one image each) a batch has no negative (or no positive): the
+        # batch-hard triplet loss would be silently 0.
+        if self.p < 2:
+            raise ValueError(f"p must be >= 2 (batch-hard triplet needs >= 2 identities per batch), got {self.p}")
+        if self.k < 2:
+            raise ValueError(f"k must be >= 2 (batch-hard triplet needs >= 2 images per identity), got {self.k}")
         for name in ("warmup_epochs", "num_workers", "max_batches_per_epoch", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -183,6 +190,8 @@ def train(model: nn.Module, dataset: LabelledDataset, cfg: TrainConfig, out_dir:
     key = fingerprint(run_key(cfg, info.world_size, run_id))
 
     ckpt_path = checkpoint_file(out_dir / "checkpoint")
+    if info.is_main:
+        remove_stale_temps(ckpt_path.parent)  # a killed save's partial file must not stay in the persisted folder
     start_epoch, total_time, total_images, total_steps, last, first = 0, 0.0, 0, 0, {}, {}
     if ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
@@ -213,7 +222,10 @@ def train(model: nn.Module, dataset: LabelledDataset, cfg: TrainConfig, out_dir:
     if info.is_main and start_epoch < cfg.epochs:
         from dvclive import Live  # imported here: it is slow to import and only rank 0 logs
 
-        # A fresh run wipes the directory; a resumed one keeps earlier epochs and continues the step.
+        # A fresh run wipes the directory; a resumed one keeps the epochs its checkpoint holds (rows
+        # logged after it, by a run killed before checkpointing, go) and continues the step.
+        if start_epoch > 0:
+            drop_live_steps_from(live_dir, start_epoch)
         live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=start_epoch > 0)
         live.step = start_epoch
 
@@ -233,13 +245,16 @@ def train(model: nn.Module, dataset: LabelledDataset, cfg: TrainConfig, out_dir:
         total_time += seconds
         total_images += n_images
         total_steps += n_steps
-        last = {"loss": float(sum(means)), **{f"loss_{n}": m for n, m in zip(names, means, strict=True)},
-                "lr": lr, "epoch_time_s": seconds, "images_per_s": n_images / max(seconds, 1e-9)}
+        # DVCLive gets no timings, so identical runs write identical curves (they are in TrainResult).
+        logged = {"loss": float(sum(means)), **{f"loss_{n}": m for n, m in zip(names, means, strict=True)}, "lr": lr}
+        last = {**logged, "epoch_time_s": seconds, "images_per_s": n_images / max(seconds, 1e-9)}
         if not np.isfinite(last["loss"]):
             raise FloatingPointError(f"training diverged: loss {last['loss']} in epoch {epoch + 1}")
         first = first or dict(last)
         if info.is_main:
-            for name, value in last.items():
+            # Logged before the checkpoint: a kill in between re-runs this epoch, whose rows the
+            # resumed run drops before logging it again (drop_live_steps_from above).
+            for name, value in logged.items():
                 live.log_metric(name, value)
             live.next_step()
             save_checkpoint(ckpt_path, {

@@ -61,6 +61,9 @@ class ModelConfig:
     # "normalized": squared distance of L2-normalised maps, in [0, 4]; "mse": the official whole-map
     # MSE, which at these map scales never leaves the margin (reid.modeling.san)
     decoder_triplet_distance: DecoderTripletDistance = "normalized"
+    # Controls and variants of dsa / dsa_san that are NOT the paper's (off by default):
+    shuffle_dsap: bool = False      # control: each sample gets the DSAP of another sample of its batch (training)
+    mf_triplet_weight: float = 0.0  # batch-hard triplet on f_G and f_L too (the paper puts it on z only)
     san_fc_dim: int = 0             # san feature: 0 = GAP (as baseline); 512 = official "resnet50_fc512"
 
     def validate(self) -> None:
@@ -87,7 +90,8 @@ class ModelConfig:
                              f"got {self.decoder_triplet_distance!r}")
         if self.san_fc_dim < 0:
             raise ValueError(f"san_fc_dim must be >= 0 (0 = GAP feature), got {self.san_fc_dim}")
-        for name in ("id_weight", "mf_id_weight", "triplet_weight", "recon_weight", "decoder_triplet_weight"):
+        for name in ("id_weight", "mf_id_weight", "triplet_weight", "recon_weight", "decoder_triplet_weight",
+                     "mf_triplet_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 

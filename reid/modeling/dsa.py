@@ -158,7 +158,10 @@ class DSAReID(nn.Module):
         else:
             if "dsap" not in batch:
                 raise KeyError("the dsa models need batch['dsap'] (DSAP images [B, 24, 3, S, S])")
-            d_g, d_l = self.dsag(self._checked_dsap(batch["dsap"]))
+            dsap = self._checked_dsap(batch["dsap"])
+            if self.cfg.shuffle_dsap and self.training:  # the control: the guide no longer describes the sample
+                dsap = dsap[torch.randperm(len(dsap)).to(dsap.device)]  # torch's RNG: seeded per epoch by the engine
+            d_g, d_l = self.dsag(dsap)
             z_g, z_l = f_g + d_g, f_l + d_l
         parts = f_l.view(len(f_l), N_LOCAL, -1)
         return {
@@ -181,7 +184,15 @@ class DSAReID(nn.Module):
             "id_z_local": cfg.id_weight * smoothed_cross_entropy(outputs["logits_z_local"], labels, eps),
             "triplet_z_global": cfg.triplet_weight * batch_hard_triplet(outputs["z_global"], labels, margin),
             "triplet_z_local": cfg.triplet_weight * batch_hard_triplet(outputs["z_local"], labels, margin),
-        }
+        } | self._mf_triplet_terms(outputs, labels)
+
+    def _mf_triplet_terms(self, outputs: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
+        """The not-the-paper's variant (mf_triplet_weight > 0): batch-hard triplet on f_G and f_L as well."""
+        w, margin = self.cfg.mf_triplet_weight, self.cfg.triplet_margin
+        if w == 0:
+            return {}
+        return {"triplet_f_global": w * batch_hard_triplet(outputs["f_global"], labels, margin),
+                "triplet_f_local": w * batch_hard_triplet(outputs["f_local"], labels, margin)}
 
     def inference_model(self) -> nn.Module:
         return self.mf

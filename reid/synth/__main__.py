@@ -29,13 +29,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.world == "market":
             cfg = WorldConfig(seed=args.seed, n_train=args.identities, n_test=args.identities, n_cameras=args.cameras,
-                              images_per_identity=args.images, size=tuple(args.size),
-                              cameras_per_identity=(2, min(4, args.cameras)))
+                              images_per_identity=args.images, height=args.size[0], width=args.size[1],
+                              cameras_per_identity=(2, min(WorldConfig.cameras_per_identity[1], args.cameras)))
             cfg.validate()
             counts = export_market(args.out, cfg, progress=not args.quiet)
         else:
             cfg = PitConfig(seed=args.seed, n_textures=args.textures, poses_per_texture=args.poses,
-                            size=tuple(args.size))
+                            height=args.size[0], width=args.size[1])
             cfg.validate()
             counts = export_pit(args.out, cfg, progress=not args.quiet)
     except ValueError as err:

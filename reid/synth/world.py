@@ -51,7 +51,8 @@ class WorldConfig:
     images_per_identity: int = 6
     n_distractors: int = 80  # pid 0000 gallery crops: strangers and empty boxes
     n_junk: int = 40  # pid -1 gallery crops: badly cut-off people, mostly background
-    size: tuple[int, int] = (128, 64)  # crop H, W
+    height: int = 128  # crop H x W (two keys: DVC's run-cache ignores a param named `size`)
+    width: int = 64
     tile: int = 32  # atlas tile size T
     hard_negative_rate: float = 0.4  # chance each new identity is a one-detail sibling of the previous one
     occlusion: float = 0.1
@@ -70,7 +71,8 @@ class WorldConfig:
             (self.images_per_identity >= 2 * hi,
              "images_per_identity must be >= 2 * cameras_per_identity max (a query and a gallery image per camera)"),
             (self.n_distractors >= 0 and self.n_junk >= 0, "n_distractors and n_junk must be >= 0"),
-            (self.size[0] >= 32 and self.size[1] >= 16, "size must be at least (32, 16)"),
+            (self.height >= 32 and self.width >= 16,
+             f"height must be >= 32 and width >= 16, got {self.height}x{self.width}"),
             (self.tile >= 4, "tile must be >= 4"),
             (0 <= self.hard_negative_rate < 1, "hard_negative_rate must be in [0, 1)"),
             (0 <= self.occlusion <= 1 and 0 <= self.cut_off <= 1, "occlusion and cut_off must be in [0, 1]"),
@@ -81,6 +83,11 @@ class WorldConfig:
             if not ok:
                 raise ValueError(message)
 
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of every crop."""
+        return self.height, self.width
+
 
 @dataclass(frozen=True)
 class PitConfig:
@@ -89,19 +96,25 @@ class PitConfig:
     seed: int = 0
     n_textures: int = 60
     poses_per_texture: int = 10
-    size: tuple[int, int] = (128, 64)
+    height: int = 128  # person image H x W
+    width: int = 64
     tile: int = 32
     n_cameras: int = 4  # imaging conditions to vary over
 
     def validate(self) -> None:
         if self.n_textures < 1 or self.poses_per_texture < 1:
             raise ValueError("n_textures and poses_per_texture must be >= 1")
-        if self.size[0] < 32 or self.size[1] < 16:
-            raise ValueError("size must be at least (32, 16)")
+        if self.height < 32 or self.width < 16:
+            raise ValueError(f"height must be >= 32 and width >= 16, got {self.height}x{self.width}")
         if self.tile < 4:
             raise ValueError("tile must be >= 4")
         if self.n_cameras < 1:
             raise ValueError("n_cameras must be >= 1")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of every person image."""
+        return self.height, self.width
 
 
 @dataclass(frozen=True)
@@ -127,7 +140,7 @@ class PoolConfig:
         return WorldConfig(seed=self.seed, n_train=self.n_identities, n_test=1, n_cameras=self.n_cameras,
                            cameras_per_identity=self.cameras_per_identity,
                            images_per_identity=self.images_per_identity, n_distractors=0, n_junk=0,
-                           size=(self.height, self.width), tile=self.tile,
+                           height=self.height, width=self.width, tile=self.tile,
                            hard_negative_rate=self.hard_negative_rate, occlusion=self.occlusion,
                            cut_off=self.cut_off, jpeg_quality=self.jpeg_quality)
 
