@@ -24,7 +24,7 @@ test: env
 	$(PY) -m pytest -q
 
 lint: env
-	$(VENV)/bin/ruff check reid stages tests bench
+	$(VENV)/bin/ruff check reid stages tests bench scripts
 
 bench: env
 	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
