@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from killutil import Killed, kill_on_call
 
 from reid.config import ConfigError, from_mapping
 from reid.densepose.base import IUVResult
@@ -315,24 +316,13 @@ def test_stage_after_a_kill_between_logging_and_checkpointing_logs_each_epoch_on
     import stages.common
     import stages.train_densepose as stage
 
-    class Killed(Exception):
-        pass
-
     params = {"train_densepose": {**TINY, "epochs": 3}}
     monkeypatch.setattr(stages.common, "read_params", lambda *a, **k: params)
     monkeypatch.setattr(stage, "labelled_crops", lambda *a, **k: [])
     monkeypatch.setattr(stage, "load_pairs", lambda pairs, desc: fake_samples(6))  # train and held-out alike
     monkeypatch.chdir(tmp_path)
-    real, calls = lite_train.save_checkpoint, []
-
-    def save_then_killed_at_epoch_2(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:  # epoch 2 is logged, its checkpoint never written
-            raise Killed
-        real(*args, **kwargs)
-
     with monkeypatch.context() as patch:
-        patch.setattr(lite_train, "save_checkpoint", save_then_killed_at_epoch_2)
+        kill_on_call(patch, lite_train, "save_checkpoint", 2)  # epoch 2 is logged, its checkpoint never written
         with pytest.raises(Killed):
             stage.main()
     stage.main()  # resumes at epoch 2

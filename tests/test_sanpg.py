@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from killutil import Killed, kill_on_call
 
 from reid.config import ConfigError, from_mapping
 from reid.data.manifest import SCHEMA, write_manifest
@@ -271,23 +272,12 @@ def test_a_kill_between_logging_and_checkpointing_logs_each_epoch_once(tmp_path,
     import stages.common
     import stages.train_sanpg
 
-    class Killed(Exception):
-        pass
-
     make_pit(tmp_path / "pit", poses=2)
     params = {"train_sanpg": {**TINY, "epochs": 3, "pit_root": str(tmp_path / "pit")}}
     monkeypatch.setattr(stages.common, "read_params", lambda *a, **k: params)
     monkeypatch.chdir(tmp_path)
-    real, calls = reid.sanpg.save_checkpoint, []
-
-    def save_then_killed_at_epoch_2(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:  # epoch 2 is logged, its checkpoint never written
-            raise Killed
-        real(*args, **kwargs)
-
     with monkeypatch.context() as patch:
-        patch.setattr(reid.sanpg, "save_checkpoint", save_then_killed_at_epoch_2)
+        kill_on_call(patch, reid.sanpg, "save_checkpoint", 2)  # epoch 2 is logged, its checkpoint never written
         with pytest.raises(Killed):
             stages.train_sanpg.main()
     stages.train_sanpg.main()  # resumes at epoch 2

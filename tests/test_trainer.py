@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 import torch
 import torch.nn.functional as F
+from killutil import Killed, kill_on_call, live_steps
 from torch import nn
 
 from reid.config import ConfigError, from_mapping
@@ -223,29 +224,6 @@ def test_checkpoint_past_the_requested_epochs_is_not_used(dataset, tmp_path) -> 
     with pytest.warns(UserWarning, match="past epochs=1"):
         result = train(new_model(), dataset, tiny_config(epochs=1), tmp_path)
     assert result.epochs == 1 and int(load_checkpoint(checkpoint_file(tmp_path / "checkpoint"))["epoch"]) == 1
-
-
-class Killed(Exception):
-    """Stands in for a kill at one point of the loop."""
-
-
-def kill_on_call(monkeypatch, module, name: str, call: int) -> None:
-    """Make `module.name` raise Killed on its `call`-th call (1-based), and work normally otherwise."""
-    real, calls = getattr(module, name), []
-
-    def wrapper(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == call:
-            raise Killed(f"{name} call {call}")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, wrapper)
-
-
-def live_steps(live_dir) -> dict[str, list[int]]:
-    """The step column of every DVCLive curve under `live_dir`."""
-    return {tsv.stem: [int(row.split("\t")[0]) for row in tsv.read_text().splitlines()[1:]]
-            for tsv in sorted((live_dir / "plots" / "metrics").glob("*.tsv"))}
 
 
 def test_a_kill_between_logging_and_checkpointing_logs_each_epoch_once(dataset, tmp_path, monkeypatch) -> None:
