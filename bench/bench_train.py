@@ -93,12 +93,15 @@ def plain_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[s
 def step_seconds(name: str, size: tuple[int, int], dsap_size: int, p: int, k: int, device: torch.device,
                  repeats: int) -> float:
     """Best-of-`repeats` seconds of one training step of model `name` (default-profile config) on random inputs."""
-    from reid.modeling.build import ModelConfig, build_model
+    from reid.modeling import MODEL_INPUTS
+    from reid.modeling.build import build_model
+    from reid.modeling.config import CACHE_SHAPES, ModelConfig
 
     torch.manual_seed(0)
-    cfg = ModelConfig(backbone="resnet18", pretrained=None, width_mult=0.25, dsap_size=dsap_size, texture_tile=32,
-                      decoder_width_mult=0.5)
-    model = build_model(name, 100, cfg).to(device).train()
+    cfg = ModelConfig(backbone="resnet18", pretrained=None, width_mult=0.25, decoder_width_mult=0.5)
+    shapes = {key: value for key, value in (("dsap_size", dsap_size), ("texture_tile", 32))
+              if CACHE_SHAPES[key] in MODEL_INPUTS[name]}
+    model = build_model(name, 100, cfg, **shapes).to(device).train()
     b = p * k
     batch = {"image": torch.randn(b, 3, *size), "label": torch.arange(p).repeat_interleave(k),
              "dsap": torch.randn(b, 24, 3, dsap_size, dsap_size), "texture": torch.rand(b, 3, 6 * 32, 4 * 32) * 2 - 1}

@@ -5,13 +5,13 @@
                 [--force]   # a gallery embedded by other weights is refused unless --force
     reid export --model data/models/dsa  --format onnx  --out dsa.onnx
 
-``--model`` is a trained model folder (``model.pt`` + ``model.json``, see reid.export) or a
-``model.pt`` file. Without a ``model.json`` beside it, the model is described by a params file
-(``--params``, default ./params.yaml: ``models.<name>`` and ``train.height``/``train.width``) and
-``--name`` (default: the folder's name).
+``--model`` is a trained model folder (``model.pt`` + ``model.json``, see reid.export) or its
+``model.pt`` file; the ``model.json`` beside the weights is the network's one description (never a
+params file). ``--name`` optionally states the model name it must give. Feature files (``--out``,
+``--gallery``) have the format of reid.features.
 
-This is the program's entry point, so unlike the library it reads argv (and, only when asked to,
-a params file). Bad input ends with one line on stderr and exit status 2, never a traceback.
+This is the program's entry point, so unlike the library it reads argv. Bad input ends with one
+line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -22,34 +22,31 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from reid.config import from_mapping
 from reid.data.transforms import eval_transform
 from reid.device import default_device
 from reid.engine.inference import extract_features
 from reid.export import (
-    INFO_FILE,
-    WEIGHTS_PATH,
-    WEIGHTS_SHA256,
     MissingExtraError,
-    ModelInfo,
+    TrainedModel,
     export_onnx,
     export_torchscript,
-    file_sha256,
     import_onnx,
-    load_inference_model,
-    model_info,
-    read_model_info,
-    weights_file,
-    weights_metadata,
+    load_trained,
 )
-from reid.io import parquet_metadata, read_image, write_image, write_parquet_atomic
-from reid.modeling.build import MODEL_NAMES, ModelConfig
+from reid.features import (
+    WEIGHTS_PATH,
+    WEIGHTS_SHA256,
+    FeatureFile,
+    feature_metadata,
+    read_features,
+    write_features,
+)
+from reid.io import file_sha256, read_image, write_image
+from reid.modeling import MODEL_NAMES
 from reid.retrieval import l2_normalize, search
 from reid.viz import make_grid
 
@@ -62,41 +59,9 @@ class CliError(Exception):
 
 # ---- the model ---------------------------------------------------------------------------------
 
-def resolve_model_info(weights: Path, name: str | None, params: str | None) -> ModelInfo:
-    """model.json beside the weights, else the params file's ``models.<name>`` and ``train`` size."""
-    info_path = weights.parent / INFO_FILE
-    if info_path.is_file() and params is None:
-        info = read_model_info(info_path)
-        if name is not None and name != info.name:
-            raise CliError(f"--name {name} but {info_path} describes a {info.name!r} model")
-        return info
-    params_path = Path(params or "params.yaml")
-    if not params_path.is_file():
-        raise CliError(f"no {info_path} and no params file {params_path}: pass --params PARAMS.yaml "
-                       f"(and --name) to describe the model")
-    import yaml
-
-    try:
-        all_params = yaml.safe_load(params_path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise CliError(f"{params_path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    name = name or weights.parent.name
-    models = all_params.get("models") if isinstance(all_params, dict) else None
-    if not isinstance(models, dict) or name not in models:
-        known = ", ".join(models) if isinstance(models, dict) else "none"
-        raise CliError(f"{params_path}: no parameters models.{name} (models there: {known}); pass --name")
-    train = all_params.get("train") or {}
-    if "height" not in train or "width" not in train:
-        raise CliError(f"{params_path}: missing parameter train.height / train.width (the model's input size)")
-    cfg = from_mapping(ModelConfig, models[name], f"models.{name}")
-    return model_info(name, cfg, (train["height"], train["width"]))
-
-
-def load_model(args: argparse.Namespace) -> tuple[nn.Module, ModelInfo, Path]:
-    """(inference network, its description, the weights file) for --model/--name/--params."""
-    weights = weights_file(args.model)
-    info = resolve_model_info(weights, args.name, args.params)
-    return load_inference_model(weights, info), info, weights
+def load_model(args: argparse.Namespace) -> TrainedModel:
+    """The inference network of --model, as the model.json beside its weights describes it (--name: checked)."""
+    return load_trained(args.model, name=args.name)
 
 
 # ---- images and embeddings ---------------------------------------------------------------------
@@ -152,71 +117,48 @@ def embed_paths(model: nn.Module, paths: Sequence[Path], ids: Sequence[str], siz
     """float32 [N, D] raw embeddings of the image files, batched (tqdm progress)."""
     table = extract_features(model, ImageFiles(paths, size), list(ids), device=device, batch_size=batch_size,
                              flip=flip)
-    return feature_matrix(table, "embeddings")
-
-
-def feature_matrix(table: pa.Table, where: str) -> np.ndarray:
-    """[N, D] float32 from a ``feature: fixed_size_list<float32>`` column."""
     column = table.column("feature").combine_chunks()
-    if not pa.types.is_fixed_size_list(column.type):
-        raise CliError(f"{where}: column 'feature' must be fixed_size_list<float32>, got {column.type}")
-    dim = column.type.list_size
-    return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(len(ids), column.type.list_size)
 
 
 # ---- subcommands -------------------------------------------------------------------------------
 
 def cmd_embed(args: argparse.Namespace) -> None:
     ids, paths = collect_images(args.inputs)
-    model, info, weights = load_model(args)
-    features = embed_paths(model, paths, ids, info.input_size, device=default_device(args.device),
+    trained = load_model(args)
+    info = trained.info
+    features = embed_paths(trained.network, paths, ids, info.input_size, device=default_device(args.device),
                            batch_size=args.batch_size, flip=args.flip)
     if args.metric == "cosine":
         features = l2_normalize(features)
-    table = pa.table({
-        "image_id": pa.array(ids, pa.string()),
-        "path": pa.array([str(p.resolve()) for p in paths], pa.string()),
-        "feature": pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1), pa.float32()), features.shape[1]),
-    })
-    h, w = info.input_size
-    write_parquet_atomic(args.out, table, {"model": info.name, **weights_metadata(weights),
-                                           "flip": args.flip, "size": f"{h}x{w}",
-                                           "metric": args.metric})
+    write_features(args.out, ids, features, feature_metadata(model=info.name, weights=trained.weights, flip=args.flip,
+                                                             size=info.input_size, metric=args.metric),
+                   paths=[str(p.resolve()) for p in paths])
     print(f"embedded {len(ids)} images with {info.name} ({features.shape[1]}-d, {args.metric}) -> {args.out}")
 
 
-def read_gallery(path: str) -> tuple[pa.Table, dict[str, str]]:
-    """The gallery table (image_id, feature[, path]) and its metadata; clear errors for bad files."""
-    if not Path(path).is_file():
-        raise CliError(f"gallery file not found: {path}")
-    try:
-        table = pq.read_table(path)
-        meta = parquet_metadata(path)
-    except (pa.ArrowException, OSError) as err:
-        raise CliError(f"{path}: not a readable Parquet feature file ({str(err).splitlines()[0]})") from None
-    missing = [c for c in ("image_id", "feature") if c not in table.column_names]
-    if missing:
-        raise CliError(f"{path}: missing column(s) {', '.join(missing)} (write it with `reid embed`)")
-    if table.num_rows == 0:
+def read_gallery(path: str) -> FeatureFile:
+    """The gallery's feature file; an empty one is refused."""
+    gallery = read_features(path)
+    if not gallery.image_ids:
         raise CliError(f"{path}: the gallery is empty")
-    return table, meta
+    return gallery
 
 
-def check_gallery_weights(gallery: str, meta: dict[str, str], weights: Path, info: ModelInfo) -> None:
-    """Refuse a gallery embedded by other weights than `weights`: its features would not be comparable."""
-    recorded = meta.get(WEIGHTS_SHA256)
+def check_gallery_weights(gallery: FeatureFile, trained: TrainedModel) -> None:
+    """Refuse a gallery embedded by other weights than `trained`'s: its features would not be comparable."""
+    recorded, weights = gallery.metadata.get(WEIGHTS_SHA256), trained.weights
     if recorded is None:  # written before feature files recorded their weights: check the model name only
-        network = meta.get("network", meta.get("model"))  # features stage: network; `reid embed`: model
-        if network is not None and network != info.name:
-            raise CliError(f"{gallery} was embedded by a {network!r} model, not by {weights} ({info.name!r}): "
-                           f"re-embed the gallery with this model, or pass --force")
-        print(f"reid search: warning: {gallery} records no weights hash; cannot check that {weights} embedded it",
-              file=sys.stderr)
+        if gallery.network is not None and gallery.network != trained.info.name:
+            raise CliError(f"{gallery.path} was embedded by a {gallery.network!r} model, not by {weights} "
+                           f"({trained.info.name!r}): re-embed the gallery with this model, or pass --force")
+        print(f"reid search: warning: {gallery.path} records no weights hash; cannot check that {weights} "
+              f"embedded it", file=sys.stderr)
         return
     digest = file_sha256(weights)
     if recorded != digest:
-        by = meta.get(WEIGHTS_PATH, "other weights")
-        raise CliError(f"{gallery} was embedded by {by} (sha256 {recorded[:12]}), not by {weights} "
+        by = gallery.metadata.get(WEIGHTS_PATH, "other weights")
+        raise CliError(f"{gallery.path} was embedded by {by} (sha256 {recorded[:12]}), not by {weights} "
                        f"(sha256 {digest[:12]}): re-embed the gallery with this model, or pass --force")
 
 
@@ -225,43 +167,41 @@ def cmd_search(args: argparse.Namespace) -> None:
         raise CliError(f"--top-k must be >= 1, got {args.top_k}")
     if args.draw and Path(args.draw).suffix.lower() not in IMAGE_SUFFIXES:
         raise CliError(f"--draw {args.draw}: the picture must be a .png or .jpg file")
-    table, meta = read_gallery(args.gallery)
+    gallery = read_gallery(args.gallery)
     ids, paths = collect_images(args.queries)
-    if args.draw and "path" not in table.column_names:
+    if args.draw and gallery.paths is None:
         raise CliError(f"--draw needs the gallery's image paths: {args.gallery} has no 'path' column")
     # Embed queries the way the gallery was embedded (flip, metric); files from the features stage
     # (raw features, no metric recorded) are compared by cosine, as the evaluate stage does by default.
-    flip = meta.get("flip", "true").lower() == "true"
-    metric = meta.get("metric", "cosine")
+    flip = gallery.flip is not False
+    metric = gallery.metadata.get("metric", "cosine")
     if metric not in ("cosine", "l2"):
         raise CliError(f"{args.gallery}: unknown metric {metric!r} in its metadata (expected cosine or l2)")
-    model, info, weights = load_model(args)
+    trained = load_model(args)
     if not args.force:
-        check_gallery_weights(args.gallery, meta, weights, info)
-    h, w = info.input_size
-    if meta.get("size", f"{h}x{w}") != f"{h}x{w}":
-        raise CliError(f"{args.gallery} was embedded at {meta['size']}, this model's input is {h}x{w}")
-    gallery = feature_matrix(table, args.gallery)
-    queries = embed_paths(model, paths, ids, info.input_size, device=default_device(args.device),
+        check_gallery_weights(gallery, trained)
+    h, w = size = trained.info.input_size
+    if gallery.metadata.get("size", f"{h}x{w}") != f"{h}x{w}":
+        raise CliError(f"{args.gallery} was embedded at {gallery.metadata['size']}, this model's input is {h}x{w}")
+    queries = embed_paths(trained.network, paths, ids, size, device=default_device(args.device),
                           batch_size=args.batch_size, flip=flip)
+    features = gallery.features
     if metric == "cosine":
-        queries, gallery = l2_normalize(queries), l2_normalize(gallery)
-    dists, idxs = search(queries, gallery, args.top_k, metric)
-    gallery_ids = table.column("image_id").to_pylist()
+        queries, features = l2_normalize(queries), l2_normalize(features)
+    dists, idxs = search(queries, features, args.top_k, metric)
     for q, image_id in enumerate(ids):
         print(f"query {image_id}")
         print("rank\timage_id\tdistance")
         for rank, (g, d) in enumerate(zip(idxs[q], dists[q], strict=True), 1):
-            print(f"{rank}\t{gallery_ids[g]}\t{d:.6f}")
+            print(f"{rank}\t{gallery.image_ids[g]}\t{d:.6f}")
     if args.draw:
-        draw_ranked(args.draw, table, paths, idxs, dists, info.input_size)
+        draw_ranked(args.draw, gallery.paths, paths, idxs, dists, size)
         print(f"ranked lists -> {args.draw}")
 
 
-def draw_ranked(out: str, table: pa.Table, query_paths: Sequence[Path], idxs: np.ndarray, dists: np.ndarray,
-                size: tuple[int, int]) -> None:
+def draw_ranked(out: str, gallery_paths: Sequence[str], query_paths: Sequence[Path], idxs: np.ndarray,
+                dists: np.ndarray, size: tuple[int, int]) -> None:
     """One row per query: the query, then its top-k gallery images captioned with rank and distance."""
-    gallery_paths = table.column("path").to_pylist()
     cells, captions = [], []
     for q, path in enumerate(query_paths):
         cells.append(read_image(path))
@@ -275,19 +215,18 @@ def draw_ranked(out: str, table: pa.Table, query_paths: Sequence[Path], idxs: np
 def cmd_export(args: argparse.Namespace) -> None:
     if args.format == "onnx":
         import_onnx()  # a missing [export] extra is reported before the model is loaded
-    model, info, _ = load_model(args)
+    trained = load_model(args)
     export = export_onnx if args.format == "onnx" else export_torchscript
-    export(model, args.out, info)
-    print(f"exported {info.name} inference network ({model.feature_dim}-d) as {args.format} -> {args.out}")
+    export(trained.network, args.out, trained.info)
+    print(f"exported {trained.info.name} inference network ({trained.network.feature_dim}-d) as {args.format} "
+          f"-> {args.out}")
 
 
 # ---- argument parsing --------------------------------------------------------------------------
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="trained model folder (model.pt + model.json) or model.pt")
-    parser.add_argument("--name", help=f"model name ({', '.join(MODEL_NAMES)}); default: model.json's or the folder's")
-    parser.add_argument("--params", help="params file describing the model (models.<name>, train.height/width) "
-                                         "instead of model.json (default when there is none: ./params.yaml)")
+    parser.add_argument("--name", choices=MODEL_NAMES, help="the model name model.json must give (a check)")
 
 
 def _run_args(parser: argparse.ArgumentParser) -> None:

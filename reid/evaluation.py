@@ -1,8 +1,8 @@
-"""The evaluate stage's machinery: feature Parquet I/O, feature-based evaluation, CMC file, ranked-list picture.
+"""The evaluate stage's machinery: feature-based evaluation, CMC file, ranked-list picture.
 
-Feature files: ``data/features/<name>.parquet`` with ``image_id`` (string) and ``feature``
-(fixed_size_list<float32>). The manifest (``data/manifest.parquet``) gives pid, camid, path and
-split; only its query and gallery rows are ever used here.
+Feature files: ``data/features/<name>.parquet``, read with reid.features (the format's one module).
+The manifest (``data/manifest.parquet``) gives pid, camid, path and split; only its query and
+gallery rows are ever used here.
 
 ``evaluate_features`` is the feature-based form of ``reid.metrics.evaluate``. It never builds
 the whole [Q, G] distance matrix:
@@ -33,11 +33,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
 from reid.device import default_device
+from reid.features import read_features
 from reid.io import read_image, write_image, write_json_atomic, write_parquet_atomic, write_text_atomic
 from reid.metrics import (
     ChunkScorer,
@@ -94,39 +94,6 @@ class EvaluateConfig:
             raise ValueError("single_gallery_shot needs the exact path (top_k: null, rerank off)")
 
 
-# ----------------------------------------------------------------------------- feature files
-
-def write_features(path: str | os.PathLike, image_ids: list[str], features: np.ndarray,
-                   metadata: dict[str, str] | None = None) -> None:
-    """Atomically write ``image_id`` + ``feature`` (fixed_size_list<float32>)."""
-    features = np.ascontiguousarray(features, dtype=np.float32)
-    if features.ndim != 2 or len(image_ids) != len(features):
-        raise ValueError(f"{path}: need one [D] feature per image id, got {len(image_ids)} ids, shape {features.shape}")
-    column = pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1)), features.shape[1])
-    write_parquet_atomic(path, pa.table({"image_id": pa.array(image_ids, pa.string()), "feature": column}), metadata)
-
-
-def read_features(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
-    """(image ids, float32 [N, D]) from a feature Parquet; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"feature file not found: {path} (run the feature extraction stage)")
-    table = pq.read_table(path)
-    if "image_id" not in table.column_names or "feature" not in table.column_names:
-        raise ValueError(f"{path}: expected columns image_id and feature, got {table.column_names}")
-    ftype = table.schema.field("feature").type
-    if not (pa.types.is_fixed_size_list(ftype) and pa.types.is_float32(ftype.value_type)):
-        raise ValueError(f"{path}: column 'feature' must be fixed_size_list<float32>, got {ftype}")
-    ids = table.column("image_id").to_pylist()
-    column = table.column("feature").combine_chunks()
-    if column.null_count:
-        raise ValueError(f"{path}: {column.null_count} null feature(s)")
-    features = column.flatten().to_numpy(zero_copy_only=False).reshape(len(ids), ftype.list_size)
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{path}: duplicate image_id values")
-    return ids, features
-
-
 @dataclass
 class EvalSet:
     """Query and gallery features with their labels and image paths, in manifest order."""
@@ -147,8 +114,9 @@ def load_eval_set(features_path: str | os.PathLike, manifest_path: str | os.Path
     from reid.data.manifest import read_manifest
 
     table, root = read_manifest(manifest_path)
-    ids, feats = read_features(features_path)
-    row_of = {image_id: i for i, image_id in enumerate(ids)}
+    file = read_features(features_path)
+    feats = file.features
+    row_of = {image_id: i for i, image_id in enumerate(file.image_ids)}
     split = np.asarray(table.column("split").to_pylist())
     manifest_ids = table.column("image_id").to_pylist()
     pids = table.column("pid").to_numpy().astype(np.int64)

@@ -1,8 +1,12 @@
 """Trained-model bundles for users, and export of the inference network to ONNX / TorchScript.
 
 A trained model folder (``data/models/<name>/``) holds ``model.pt``, the tensors-only state dict of
-the TRAINING model, and ``model.json``, the few facts needed to rebuild it without the repo's
-params.yaml: the model name, its ModelConfig and the input size (H, W) it was trained at.
+the TRAINING model, and ``model.json``, the one description of the network, which is all that
+rebuilds it (never the repo's params.yaml): the model name, its ModelConfig, the input size (H, W)
+it was trained at and, for the models that train on a cache, the cache's S (``dsap_size``: dsa,
+dsa_san) and T (``texture_tile``: san, dsa_san). ``load_trained`` opens a folder (or its model.pt).
+Files of format ``reid-model/1`` (S and T inside ``model``, from before they came from the caches)
+are still read.
 
 For use, the inference network is rebuilt (``model.inference_model()``: for dsa the MF-Stream,
 the DSAG-Stream is dropped). Its weights are the state dict's entries of the tensors it shares with
@@ -25,7 +29,6 @@ but are what needs no extra packages today; their deprecation notices are silenc
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -43,31 +46,45 @@ from torch import nn
 from reid.config import from_mapping
 from reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from reid.io import atomic_path, write_json_atomic
-from reid.modeling.build import MODEL_NAMES, ModelConfig, build_model
+from reid.modeling import MODEL_INPUTS, MODEL_NAMES
+from reid.modeling.build import build_model
+from reid.modeling.config import CACHE_SHAPES, ModelConfig, check_cache_shapes
 from reid.modeling.heads import IdClassifier
 
 WEIGHTS_FILE = "model.pt"
 INFO_FILE = "model.json"
-INFO_FORMAT = "reid-model/1"
-WEIGHTS_PATH, WEIGHTS_SHA256 = "weights", "model_sha256"  # feature-file metadata keys (weights_metadata)
+INFO_FORMAT = "reid-model/2"
+LEGACY_INFO_FORMAT = "reid-model/1"  # S and T were ModelConfig fields (model.dsap_size, model.texture_tile)
 ONNX_OPSET = 17
 
 
 @dataclass
 class ModelInfo:
-    """What rebuilds a trained model's inference network: name, ModelConfig, input size (H, W)."""
+    """What rebuilds a trained network: name, ModelConfig, input size (H, W), the caches' S and T."""
 
     name: str
     model: ModelConfig
     input_size: tuple[int, int]
+    dsap_size: int | None = None  # S of the DSAP cache it trained on (dsa, dsa_san)
+    texture_tile: int | None = None  # T of the texture cache it trained on (san, dsa_san)
+    # Parameters and FLOPs per image of the training and inference graphs (reid.modeling.cost);
+    # recorded by the train stage, not needed to rebuild the network.
+    cost: dict[str, dict[str, int]] | None = None
+
+    def shapes(self) -> dict[str, int]:
+        """build_model's cache-shape keyword arguments: those this model takes."""
+        return {key: getattr(self, key) for key in CACHE_SHAPES if getattr(self, key) is not None}
 
     def as_json(self) -> dict:
+        cost = {"cost": self.cost} if self.cost is not None else {}
         return {"format": INFO_FORMAT, "name": self.name, "model": dataclasses.asdict(self.model),
-                "input_size": list(self.input_size)}
+                "input_size": list(self.input_size), **self.shapes(), **cost}
 
 
-def model_info(name: str, model: ModelConfig, input_size: tuple[int, int]) -> ModelInfo:
-    """A checked ModelInfo (known model name, positive input size, valid ModelConfig)."""
+def model_info(name: str, model: ModelConfig, input_size: tuple[int, int], *, dsap_size: int | None = None,
+               texture_tile: int | None = None, cost: dict[str, dict[str, int]] | None = None) -> ModelInfo:
+    """A checked ModelInfo (known model name, positive input size, valid ModelConfig, S / T exactly
+    for the models that read those caches)."""
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
     try:
@@ -77,7 +94,8 @@ def model_info(name: str, model: ModelConfig, input_size: tuple[int, int]) -> Mo
     if h < 1 or w < 1:
         raise ValueError(f"input size must be positive, got {h}x{w}")
     model.validate()
-    return ModelInfo(name, model, (h, w))
+    check_cache_shapes(name, dsap_size, texture_tile)
+    return ModelInfo(name, model, (h, w), dsap_size, texture_tile, cost)
 
 
 def write_model_info(folder: str | os.PathLike, info: ModelInfo) -> Path:
@@ -94,13 +112,29 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: not a readable model.json ({err})") from None
-    if not isinstance(data, dict) or data.get("format") != INFO_FORMAT:
+    if not isinstance(data, dict) or data.get("format") not in (INFO_FORMAT, LEGACY_INFO_FORMAT):
         raise ValueError(f"{path}: not a reid model.json (expected \"format\": \"{INFO_FORMAT}\")")
+    missing = [key for key in ("name", "model", "input_size") if key not in data]
+    if missing:
+        raise ValueError(f"{path}: missing field {missing[0]!r}")
+    if data["format"] == LEGACY_INFO_FORMAT:
+        data = _upgraded_v1(data)
+    cfg = from_mapping(ModelConfig, data["model"], f"{path}: model")  # its errors name the file
     try:
-        cfg = from_mapping(ModelConfig, data["model"], f"{path}: model")
-        return model_info(data["name"], cfg, data["input_size"])
-    except KeyError as err:
-        raise ValueError(f"{path}: missing field {err}") from None
+        return model_info(data["name"], cfg, data["input_size"], **{k: data.get(k) for k in CACHE_SHAPES},
+                          cost=data.get("cost"))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def _upgraded_v1(data: dict) -> dict:
+    """A reid-model/1 description as /2: S and T out of ``model``, kept for the models that read them."""
+    model = data["model"]
+    if not isinstance(model, dict) or data["name"] not in MODEL_INPUTS:
+        return data  # from_mapping / model_info report it
+    inputs = MODEL_INPUTS[data["name"]]
+    shapes = {key: model[key] for key, cache in CACHE_SHAPES.items() if cache in inputs and key in model}
+    return {**data, "model": {k: v for k, v in model.items() if k not in CACHE_SHAPES}, **shapes}
 
 
 def weights_file(model: str | os.PathLike) -> Path:
@@ -110,20 +144,6 @@ def weights_file(model: str | os.PathLike) -> Path:
     if not weights.is_file():
         raise FileNotFoundError(f"no model weights at {weights}")
     return weights
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes (ties a feature file to the weights that made it)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def weights_metadata(weights: str | os.PathLike) -> dict[str, str]:
-    """What a feature file records of the weights that embedded it: {WEIGHTS_PATH: path, WEIGHTS_SHA256: sha256}."""
-    return {WEIGHTS_PATH: Path(weights).as_posix(), WEIGHTS_SHA256: file_sha256(weights)}
 
 
 def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -152,7 +172,7 @@ def _inference_state(model: nn.Module, inference: nn.Module, state: dict[str, to
 
 def _model_for_loading(info: ModelInfo, num_classes: int) -> nn.Module:
     # ImageNet weights would be overwritten at once: never look for them (nor warn they are missing).
-    return build_model(info.name, num_classes, dataclasses.replace(info.model, pretrained=None))
+    return build_model(info.name, num_classes, dataclasses.replace(info.model, pretrained=None), **info.shapes())
 
 
 def _check_state_keys(model: nn.Module, state: dict[str, torch.Tensor], weights: str | os.PathLike,
@@ -208,6 +228,33 @@ def load_trained_model(weights: str | os.PathLike, info: ModelInfo) -> nn.Module
     model = _model_for_loading(info, state_num_classes(probe, state))
     _load_checked(model, state, weights, info.name)
     return model.eval()
+
+
+@dataclass
+class TrainedModel:
+    """A trained model folder, loaded: the network (eval mode, CPU), its model.json, its weights file."""
+
+    network: nn.Module
+    info: ModelInfo
+    weights: Path
+
+
+def load_trained(model: str | os.PathLike, *, whole: bool = False, name: str | None = None) -> TrainedModel:
+    """The network of a trained model folder (or its model.pt), rebuilt from the model.json beside it.
+
+    `whole`: the whole training model (load_trained_model: dsa's fused / DSAG-Stream features),
+    else the inference network. `name`: the model name model.json must give. Errors name the file.
+    """
+    weights = weights_file(model)
+    info_path = weights.parent / INFO_FILE
+    if not info_path.is_file():
+        raise FileNotFoundError(f"no {info_path} beside {weights}: a trained model folder holds {WEIGHTS_FILE} "
+                                f"and the {INFO_FILE} the train stage writes beside it")
+    info = read_model_info(info_path)
+    if name is not None and info.name != name:
+        raise ValueError(f"{info_path} describes model {info.name!r}, not {name!r}")
+    load = load_trained_model if whole else load_inference_model
+    return TrainedModel(load(weights, info), info, weights)
 
 
 @contextmanager

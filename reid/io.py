@@ -1,4 +1,4 @@
-"""File I/O shared by every stage: atomic writes, image decoding, Parquet helpers.
+"""File I/O shared by every stage: atomic writes, image decoding, Parquet helpers, file hashes.
 
 Outputs are always written to a temporary file in the destination folder and renamed
 into place, so a killed stage never leaves a half-written file under the output's name. The
@@ -9,6 +9,7 @@ temporary names (``.<name>.<random>.tmp``) are excluded from DVC by .dvcignore, 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -135,6 +136,15 @@ def _row_step(line: str, n_columns: int, column: int) -> float:
     if not line.endswith("\n") or len(fields) != n_columns or not fields[column].isdigit():
         return float("inf")
     return int(fields[column])
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 16 MiB chunks (ties outputs to the exact inputs that made them)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def parquet_metadata(path: str | os.PathLike) -> dict[str, str]:

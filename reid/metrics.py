@@ -19,6 +19,12 @@ farther than the query's hardest positive, the only ones that can precede a posi
 exact tie count by gallery index, only where a positive's distance is shared). The scoring runs
 on the host; distances may come from any device.
 
+Distances are compared in float32: float64 input is cast. The tie rule's sort keys pack the
+float32 order bits and the gallery index into one int64 (``sort_keys``), every distance made in
+this package (FAISS, the BLAS passes, re-ranking) is float32 already, and a float32 chunk is half
+the memory. So distances that differ only beyond float32 precision tie, and the earlier gallery
+item ranks first.
+
 Ranked lists truncated at ``top_k`` (``evaluate_ranked``): positives beyond the list count as
 not retrieved: they add nothing to AP (whose denominator stays the true positive count), a
 query whose hardest positive is not in the list has INP 0, and CMC is exact for every rank the
@@ -331,7 +337,8 @@ def _as_numpy(x) -> np.ndarray:
 
 def evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, *,
              single_gallery_shot: int = 0, seed: int = 0) -> EvalResult:
-    """Metrics from a [Q, G] distance matrix (numpy or torch, any device; smaller = closer).
+    """Metrics from a [Q, G] distance matrix (numpy or torch, any device; smaller = closer; compared
+    in float32, see the module notes).
 
     ``single_gallery_shot=N > 0`` switches CMC to the CUHK03 single-gallery-shot protocol
     (N seeded repeats, each sampling one valid gallery image per identity); mAP/mINP stay

@@ -91,7 +91,7 @@ def decode_iuv(iuv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise ValueError(f"IUV must be uint8 [..., 3], got {iuv.dtype} {iuv.shape}")
     parts = iuv[..., 0].astype(np.int64)
     if parts.size and parts.max() > N_PARTS:
-        raise ValueError(f"IUV holds part index {parts.max()} > {N_PARTS}")
+        raise ValueError(f"part index {parts.max()} > {N_PARTS} in IUV channel 0")
     return parts, iuv[..., 1].astype(np.float32) / 255.0, iuv[..., 2].astype(np.float32) / 255.0
 
 

@@ -9,6 +9,7 @@ The papers' orderings (``PAPER_CLAIMS``, one list for metrics/claims.json and th
 judged by a paired bootstrap over the valid queries of the two models' per-query files
 (data/eval/<m>/per_query.parquet): the same resampled queries for both models, so the interval
 reflects how the two models differ on the same queries rather than how hard the query set is.
+`ReportConfig` is the report stage's params section (models, bootstrap resamples and seed).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Literal
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
+
+from reid.modeling import MODEL_NAMES
 
 # Rank-1 / mAP (%) published per dataset (SPEC §12). Keys are prepare.dataset names.
 PAPER_DATASETS = ("market1501", "dukemtmc", "cuhk03_labeled", "cuhk03_detected")
@@ -53,7 +56,27 @@ SCORE_COLUMNS = (("Rank-1", "rank1_pct"), ("Rank-5", "rank5_pct"), ("Rank-10", "
 TRAIN_COLUMNS = (("steps", "steps", 0), ("final ID loss", "final_id_loss", 3))
 PRETRAINED = "pretrained"  # evaluation of the pretrained trunk without fine-tuning (no training, no claims)
 PRETRAINED_LABEL = "pretrained trunk, no fine-tuning"
+MIN_BOOTSTRAP = 1000  # SPEC §13: B >= 1000 resamples
 DIAGNOSTIC_LABELS = {"mf": "mf (inference feature)", "fused": "fused z = f + d", "guide": "guide d alone"}
+
+
+@dataclass
+class ReportConfig:
+    """What the report tabulates and how it judges the claims (params ``report``)."""
+
+    models: list[str] = field(default_factory=lambda: list(MODEL_NAMES))
+    bootstrap: int = 2000  # paired-bootstrap resamples for metrics/claims.json
+    bootstrap_seed: int = 0
+
+    def validate(self) -> None:
+        if not self.models:
+            raise ValueError("models must name at least one model")
+        unknown = [m for m in self.models if m not in MODEL_NAMES]
+        if unknown:
+            raise ValueError(f"unknown models {unknown}; known: {', '.join(MODEL_NAMES)} "
+                             f"({PRETRAINED!r} is added as a first row by itself when evaluated)")
+        if self.bootstrap < MIN_BOOTSTRAP:
+            raise ValueError(f"bootstrap must be >= {MIN_BOOTSTRAP} resamples, got {self.bootstrap}")
 
 
 @dataclass
@@ -103,13 +126,15 @@ def read_json(path: str | os.PathLike) -> dict:
             raise ValueError(f"{path}: not valid JSON ({err})") from None
 
 
-def load_model_result(name: str, metrics_dir: str | os.PathLike = "metrics") -> ModelResult:
-    metrics_dir = Path(metrics_dir)
-    scores = read_json(metrics_dir / f"{name}.json")
+def load_model_result(name: str, scores_dir: str | os.PathLike, records_dir: str | os.PathLike) -> ModelResult:
+    """Feature set `name`'s scores (``<scores_dir>/<name>.json``, the evaluate stage's) and, when present,
+    its training record (``<records_dir>/<name>.json``, the train stage's)."""
+    scores_file = Path(scores_dir) / f"{name}.json"
+    scores = read_json(scores_file)
     missing = [key for _, key in SCORE_COLUMNS if key not in scores]
     if missing:
-        raise ValueError(f"{metrics_dir / f'{name}.json'}: lacks {', '.join(missing)}")
-    train_file = metrics_dir / "train" / f"{name}.json"
+        raise ValueError(f"{scores_file}: lacks {', '.join(missing)}")
+    train_file = Path(records_dir) / f"{name}.json"
     diagnostics = scores.pop("diagnostics", {})
     return ModelResult(name, scores, read_json(train_file) if train_file.is_file() else {}, diagnostics)
 

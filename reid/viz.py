@@ -1,7 +1,7 @@
-"""Pictures a person would rather look at: colourised IUV, image grids with captions.
+"""Pictures a person would rather look at: colourised IUV, image grids with captions, letterboxing.
 
 Specialised pictures (DSAP grids, ranked lists, contact sheets) live beside the code that
-makes their data and build on these two helpers.
+makes their data and build on these helpers.
 """
 
 from __future__ import annotations
@@ -70,3 +70,15 @@ def make_grid(
 def add_border(image: np.ndarray, color: tuple[int, int, int], width: int = 3) -> np.ndarray:
     """Copy of `image` with a solid border (e.g. green = correct match, red = wrong)."""
     return cv2.copyMakeBorder(image, width, width, width, width, cv2.BORDER_CONSTANT, value=color)
+
+
+def letterbox(image: np.ndarray, size: tuple[int, int], pad_value: int = 255) -> np.ndarray:
+    """`image` scaled to fit (H, W) with its aspect kept, centred on a `pad_value` canvas."""
+    h, w = size
+    scale = min(h / image.shape[0], w / image.shape[1])
+    nh, nw = max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))
+    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST)
+    canvas = np.full((h, w, 3), pad_value, np.uint8)
+    y, x = (h - nh) // 2, (w - nw) // 2
+    canvas[y:y + nh, x:x + nw] = resized
+    return canvas

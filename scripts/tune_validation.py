@@ -19,12 +19,14 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from reid.data.torch_dataset import ReidDataset, manifest_split
+from reid.data.torch_dataset import ReidDataset, cache_shapes, manifest_split
 from reid.data.transforms import eval_transform, train_transform
 from reid.engine.inference import extract_features
 from reid.engine.trainer import TrainConfig, train
 from reid.evaluation import evaluate_features
-from reid.modeling.build import ModelConfig, build_model
+from reid.modeling import MODEL_INPUTS
+from reid.modeling.build import build_model
+from reid.modeling.config import ModelConfig
 from reid.pretrain import pool_table
 from reid.retrieval import l2_normalize
 
@@ -84,11 +86,12 @@ def main() -> None:
     fit, held_out = split_train_identities(manifest_split(MANIFEST, ["train"]))
     rows = pool_table(args.pool) if args.pool else fit
     size = (args.height, args.width)
-    cfg = ModelConfig(backbone="resnet18", pretrained=args.trunk, width_mult=0.25, dsap_size=12, texture_tile=32,
-                      decoder_width_mult=0.5)
-    model = build_model(args.model, len(set(rows["label"].to_pylist())), cfg)
-    dataset = ReidDataset(rows, train_transform(size), dsap_path="data/dsap.parquet" if "dsap" in model.inputs else None,
-                          texture_path="data/texture.parquet" if "texture" in model.inputs else None)
+    cfg = ModelConfig(backbone="resnet18", pretrained=args.trunk, width_mult=0.25, decoder_width_mult=0.5)
+    dsap, texture = "data/dsap.parquet", "data/texture.parquet"
+    shapes = cache_shapes(MODEL_INPUTS[args.model], dsap, texture)  # S and T as the caches hold them
+    model = build_model(args.model, len(set(rows["label"].to_pylist())), cfg, **shapes)
+    dataset = ReidDataset(rows, train_transform(size), dsap_path=dsap if "dsap" in model.inputs else None,
+                          texture_path=texture if "texture" in model.inputs else None)
     shutil.rmtree(args.out, ignore_errors=True)
     result = train(model, dataset, TrainConfig(epochs=args.epochs, p=args.p, k=args.k, lr=args.lr,
                                                warmup_epochs=args.warmup, warmup_factor=0.1, step_epochs=args.step,

@@ -1,7 +1,9 @@
-"""What every stage shares: reading its params.yaml section into a typed config, and `run`, its entry point."""
+"""What every stage shares: its path arguments, reading its params.yaml section into a typed config, and
+`run`, its entry point."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
@@ -15,6 +17,23 @@ from reid.config import ConfigError, from_mapping
 T = TypeVar("T")
 
 PARAMS_FILE = Path(os.environ.get("REID_PARAMS", "params.yaml"))
+
+# The files of one evaluate output folder (dvc.yaml: ${paths.eval}/<set>), which the report reads too.
+RANKED_LIST = "ranked_list.png"
+PER_QUERY = "per_query.parquet"
+
+
+def add_paths(parser: argparse.ArgumentParser, **paths: str) -> argparse.ArgumentParser:
+    """A required ``--<name>`` Path argument per keyword (``lite_model`` -> ``--lite-model``), its
+    value the help text. dvc.yaml's cmd passes every path a stage reads or writes this way."""
+    for name, help_text in paths.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=Path, required=True, help=help_text)
+    return parser
+
+
+def stage_parser(doc: str, **paths: str) -> argparse.ArgumentParser:
+    """The parser of a stage: its docstring's first line as description, and `paths` (see add_paths)."""
+    return add_paths(argparse.ArgumentParser(description=doc.splitlines()[0]), **paths)
 
 
 def read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:

@@ -1,6 +1,7 @@
-"""Stage `dsap`: data/iuv.parquet + crops -> data/dsap.parquet, data/dsap_samples.png (SPEC §6).
+"""Stage `dsap`: the IUV cache + crops -> the DSAP cache and its sample picture (SPEC §6).
 
-Run as ``python -m stages.dsap``; reads the ``dsap`` section of params.yaml.
+Run as ``python -m stages.dsap --manifest PARQUET --iuv PARQUET --out PARQUET --samples PNG`` (dvc.yaml
+passes the paths); reads the ``dsap`` section of params.yaml.
 """
 
 from __future__ import annotations
@@ -10,22 +11,19 @@ import numpy as np
 from reid.data.manifest import read_manifest
 from reid.dsap import DSAPConfig, run_dsap, sample_picture
 from reid.io import write_image
-from stages.common import load_config, run
-
-MANIFEST = "data/manifest.parquet"
-IUV = "data/iuv.parquet"
-DSAP = "data/dsap.parquet"
-SAMPLES = "data/dsap_samples.png"
+from stages.common import load_config, run, stage_parser
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = stage_parser(__doc__, manifest="manifest to read", iuv="IUV cache to read", out="DSAP cache to write",
+                        samples="sample picture to write").parse_args(argv)
     cfg = load_config(DSAPConfig, "dsap")
-    table, root = read_manifest(MANIFEST)
-    stats, samples = run_dsap(IUV, table, root, DSAP, cfg)
+    table, root = read_manifest(args.manifest)
+    stats, samples = run_dsap(args.iuv, table, root, args.out, cfg)
     # Always written (a blank picture for an empty dataset) so the stage's outputs are fixed.
-    write_image(SAMPLES, sample_picture(samples) if samples else np.full((8, 8, 3), 255, np.uint8))
+    write_image(args.samples, sample_picture(samples) if samples else np.full((8, 8, 3), 255, np.uint8))
     print(f"dsap: S={cfg.grid}, collision {cfg.collision}: {stats['n_images']} crops "
-          f"({stats['n_not_found']} without a person), mean part coverage {stats['mean_coverage']:.1%} -> {DSAP}")
+          f"({stats['n_not_found']} without a person), mean part coverage {stats['mean_coverage']:.1%} -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,26 +1,25 @@
-"""Report stage: metrics/summary.md, metrics/claims.json and data/report/figures.png from what the other
-stages wrote.
+"""Report stage: the summary, the claims and the figure sheet from what the other stages wrote.
 
-Params: ``report.models`` (the models to tabulate, in order), ``report.bootstrap`` /
+``python -m stages.report --scores DIR --train-metrics DIR --cmc DIR --eval DIR ...`` (dvc.yaml passes
+every path). Params: ``report.models`` (the models to tabulate, in order), ``report.bootstrap`` /
 ``report.bootstrap_seed`` (the claims' paired bootstrap: resamples, seed), ``prepare.dataset`` (to
-label the papers' numbers) and ``densepose.backend`` (named beside the IUV quality). Reads
-metrics/<m>.json, metrics/train/<m>.json, metrics/cmc/<m>.tsv, data/eval/<m>/ranked_list.png,
-data/eval/<m>/per_query.parquet, and — when present — metrics/pretrained.json (the pretrained trunk
-without fine-tuning: a first row, never a claim), metrics/densepose.json, metrics/sanpg.json,
-metrics/texture.json, data/dsap_samples.png, data/texture_samples.png.
+label the papers' numbers) and ``densepose.backend`` (named beside the IUV quality). Reads per model m
+``<scores>/<m>.json``, ``<train-metrics>/<m>.json``, ``<cmc>/<m>.tsv``, ``<eval>/<m>/ranked_list.png`` and
+``<eval>/<m>/per_query.parquet``, and — when present — ``<scores>/pretrained.json`` (the pretrained trunk
+without fine-tuning: a first row, never a claim), the DensePose, SAN-PG and texture metrics and the
+DSAP and texture sample pictures. Writes ``--summary`` (Markdown), ``--claims`` (JSON) and ``--figures``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from reid.io import read_image, write_image, write_json_atomic, write_text_atomic
-from reid.modeling import MODEL_NAMES
 from reid.report import (
     PAPER_CLAIMS,
     PRETRAINED,
     ModelResult,
+    ReportConfig,
     claims_document,
     cmc_figure,
     figure_sheet,
@@ -31,40 +30,18 @@ from reid.report import (
     read_query_table,
     summary_markdown,
 )
-from stages.common import load_config, read_params, run, section
-
-SUMMARY = Path("metrics/summary.md")
-CLAIMS = Path("metrics/claims.json")
-FIGURES = Path("data/report/figures.png")
-MIN_BOOTSTRAP = 1000  # SPEC §13: B >= 1000
+from stages.common import PER_QUERY, RANKED_LIST, load_config, read_params, run, section, stage_parser
 
 
-@dataclass
-class ReportConfig:
-    """params.yaml section ``report``."""
-
-    models: list[str] = field(default_factory=lambda: list(MODEL_NAMES))
-    bootstrap: int = 2000  # paired-bootstrap resamples for metrics/claims.json
-    bootstrap_seed: int = 0
-
-    def validate(self) -> None:
-        if not self.models:
-            raise ValueError("models must name at least one model")
-        unknown = [m for m in self.models if m not in MODEL_NAMES]
-        if unknown:
-            raise ValueError(f"unknown models {unknown}; known: {', '.join(MODEL_NAMES)} "
-                             f"({PRETRAINED!r} is added as a first row by itself when evaluated)")
-        if self.bootstrap < MIN_BOOTSTRAP:
-            raise ValueError(f"bootstrap must be >= {MIN_BOOTSTRAP} resamples, got {self.bootstrap}")
+def optional_json(path: Path) -> dict | None:
+    return read_json(path) if path.is_file() else None
 
 
-def optional_json(path: str) -> dict | None:
-    return read_json(path) if Path(path).is_file() else None
-
-
-def optional_pretrained(metrics_dir: Path = Path("metrics")) -> ModelResult | None:
+def optional_pretrained(scores_dir: Path, records_dir: Path) -> ModelResult | None:
     """The pretrained trunk's evaluation, when the evaluate stage has scored it."""
-    return load_model_result(PRETRAINED, metrics_dir) if (metrics_dir / f"{PRETRAINED}.json").is_file() else None
+    if not (scores_dir / f"{PRETRAINED}.json").is_file():
+        return None
+    return load_model_result(PRETRAINED, scores_dir, records_dir)
 
 
 def models_in_claims(models: list[str]) -> list[str]:
@@ -73,29 +50,44 @@ def models_in_claims(models: list[str]) -> list[str]:
     return [m for m in models if any(m in pair for pair in pairs)]
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None):
+    return stage_parser(__doc__, scores="folder of the evaluation metrics <m>.json",
+                        train_metrics="folder of the training records <m>.json",
+                        cmc="folder of the CMC curves <m>.tsv", eval="folder of the evaluation folders <m>/",
+                        densepose_metrics="DensePose metrics, read when present",
+                        sanpg_metrics="SAN-PG metrics, read when present",
+                        texture_metrics="texture metrics, read when present",
+                        dsap_samples="DSAP sample picture, read when present",
+                        texture_samples="texture sample picture, read when present",
+                        summary="summary Markdown to write", claims="claims JSON to write",
+                        figures="figure sheet to write").parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     params = read_params()
     cfg = load_config(ReportConfig, "report", params)
     dataset, backend = section("prepare.dataset", params), section("densepose.backend", params)
-    results = [load_model_result(m) for m in cfg.models]
-    tables = {m: read_query_table(f"data/eval/{m}/per_query.parquet") for m in models_in_claims(cfg.models)}
+    results = [load_model_result(m, args.scores, args.train_metrics) for m in cfg.models]
+    tables = {m: read_query_table(args.eval / m / PER_QUERY) for m in models_in_claims(cfg.models)}
     claims = judge_claims(tables, cfg.models, cfg.bootstrap, cfg.bootstrap_seed)
     document = claims_document(claims, cfg.bootstrap, cfg.bootstrap_seed)
-    write_json_atomic(CLAIMS, document)
+    write_json_atomic(args.claims, document)
     text = summary_markdown(results, dataset, claims=claims, method=document["method"],
-                            pretrained=optional_pretrained(), densepose=optional_json("metrics/densepose.json"),
-                            sanpg=optional_json("metrics/sanpg.json"), texture=optional_json("metrics/texture.json"),
+                            pretrained=optional_pretrained(args.scores, args.train_metrics),
+                            densepose=optional_json(args.densepose_metrics),
+                            sanpg=optional_json(args.sanpg_metrics), texture=optional_json(args.texture_metrics),
                             backend=backend)
-    write_text_atomic(SUMMARY, text)
+    write_text_atomic(args.summary, text)
 
-    sections = [("CMC", cmc_figure({m: read_cmc(f"metrics/cmc/{m}.tsv") for m in cfg.models}))]
-    sections += [(f"ranked lists: {m} (green = same identity)", read_image(f"data/eval/{m}/ranked_list.png"))
+    sections = [("CMC", cmc_figure({m: read_cmc(args.cmc / f"{m}.tsv") for m in cfg.models}))]
+    sections += [(f"ranked lists: {m} (green = same identity)", read_image(args.eval / m / RANKED_LIST))
                  for m in cfg.models]
     sections += [(title, read_image(path)) for title, path in
-                 (("DSAP images: crop, IUV, 24 DSAP-images", "data/dsap_samples.png"),
-                  ("pseudo textures: crop, SAN-PG atlas, true atlas", "data/texture_samples.png"))
-                 if Path(path).is_file()]
-    write_image(FIGURES, figure_sheet(sections))
+                 (("DSAP images: crop, IUV, 24 DSAP-images", args.dsap_samples),
+                  ("pseudo textures: crop, SAN-PG atlas, true atlas", args.texture_samples))
+                 if path.is_file()]
+    write_image(args.figures, figure_sheet(sections))
     print(text)
 
 

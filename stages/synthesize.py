@@ -1,49 +1,45 @@
-"""Stage `synthesize`: the synthetic world (SPEC §3) -> data/synth/market/ (+ contact sheet) and data/synth/pit/.
+"""Stage `synthesize`: one synthetic data set (SPEC §3): the reID world, the PIT pairs or the pretraining pool.
 
-Run as ``python -m stages.synthesize [market|pit|pretrain]`` (default: all three). `market` reads params
-``synthesize.world`` and writes data/synth/market/ and data/synth/contact_sheet.png; `pit` reads
-``synthesize.pit`` and writes data/synth/pit/; `pretrain` reads ``synthesize.pretrain`` and writes the
-pretraining pool data/synth/pretrain/ (identities disjoint from the world's). Folders are built in ``<out>.tmp`` and swapped in
-at the end, so a killed stage leaves no half-written folder.
+Run as ``python -m stages.synthesize market --out DIR --sheet PNG`` (params ``synthesize.world``: the
+Market-layout world and its contact sheet), ``... pit --out DIR`` (``synthesize.pit``) or
+``... pretrain --out DIR`` (``synthesize.pretrain``: the pretraining pool, identities disjoint from the
+world's); dvc.yaml passes the paths. Folders are built in ``<out>.tmp`` and swapped in at the end, so a
+killed stage leaves no half-written folder.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 
 from reid.io import write_image
 from reid.synth import PitConfig, PoolConfig, WorldConfig, contact_sheet, export_market, export_pit, export_pool
-from stages.common import load_config, run
+from stages.common import add_paths, load_config, run
 
-MARKET = "data/synth/market"
-PIT = "data/synth/pit"
-POOL = "data/synth/pretrain"
-SHEET = "data/synth/contact_sheet.png"
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    targets = parser.add_subparsers(dest="target", required=True, metavar="{market,pit,pretrain}")
+    add_paths(targets.add_parser("market", help="the reID world"),
+              out="world folder to write", sheet="contact sheet picture to write")
+    add_paths(targets.add_parser("pit", help="the PIT pairs"), out="PIT folder to write")
+    add_paths(targets.add_parser("pretrain", help="the pretraining pool"), out="pool folder to write")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    targets = argv or ["market", "pit", "pretrain"]
-    unknown = sorted(set(targets) - {"market", "pit", "pretrain"})
-    if unknown:
-        raise SystemExit(f"usage: python -m stages.synthesize [market|pit|pretrain] (unknown: {', '.join(unknown)})")
-    if "market" in targets:
-        cfg = load_config(WorldConfig, "synthesize.world")
-        t0 = time.perf_counter()
-        counts = export_market(MARKET, cfg)
-        write_image(SHEET, contact_sheet(MARKET))
-        print(f"synthesize: {MARKET} {counts} in {time.perf_counter() - t0:.1f} s; {SHEET}")
-    if "pit" in targets:
-        cfg = load_config(PitConfig, "synthesize.pit")
-        t0 = time.perf_counter()
-        counts = export_pit(PIT, cfg)
-        print(f"synthesize: {PIT} {counts} in {time.perf_counter() - t0:.1f} s")
-    if "pretrain" in targets:
-        cfg = load_config(PoolConfig, "synthesize.pretrain")
-        t0 = time.perf_counter()
-        counts = export_pool(POOL, cfg)
-        print(f"synthesize: {POOL} {counts} in {time.perf_counter() - t0:.1f} s")
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    if args.target == "market":
+        counts = export_market(args.out, load_config(WorldConfig, "synthesize.world"))
+        write_image(args.sheet, contact_sheet(args.out))
+        print(f"synthesize: {args.out} {counts} in {time.perf_counter() - t0:.1f} s; {args.sheet}")
+    elif args.target == "pit":
+        counts = export_pit(args.out, load_config(PitConfig, "synthesize.pit"))
+        print(f"synthesize: {args.out} {counts} in {time.perf_counter() - t0:.1f} s")
+    else:
+        counts = export_pool(args.out, load_config(PoolConfig, "synthesize.pretrain"))
+        print(f"synthesize: {args.out} {counts} in {time.perf_counter() - t0:.1f} s")
 
 
 if __name__ == "__main__":

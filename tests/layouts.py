@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import scipy.io
 
 
@@ -133,3 +136,50 @@ def make_pit(root: Path, stems=("a00", "a01", "b00"), *, iuv: bool = True) -> Pa
             (root / "gt_iuv").mkdir(parents=True, exist_ok=True)
             assert cv2.imwrite(str(root / "gt_iuv" / f"{stem}.png"), iuv_map)
     return root
+
+
+# A custom manifest's rows (path, pid, camid, split): one folder per identity, file names repeated
+# across folders as own data has them, JPEG and PNG mixed, a distractor (0) and junk (-1) in the gallery.
+CUSTOM_ROWS = [
+    ("images/0001/a.jpg", 1, 0, "train"),
+    ("images/0001/b.png", 1, 1, "train"),
+    ("images/0002/a.jpg", 2, 0, "train"),
+    ("images/0002/b.jpg", 2, 1, "train"),
+    ("images/0005/a.jpg", 5, 0, "query"),
+    ("images/0006/a.png", 6, 1, "query"),
+    ("images/0005/b.jpg", 5, 1, "gallery"),
+    ("images/0006/b.jpg", 6, 0, "gallery"),
+    ("images/0000/a.jpg", 0, 1, "gallery"),
+    ("images/junk/a.jpg", -1, 0, "gallery"),
+]
+CUSTOM_HEADER = ["path", "pid", "camid", "split"]
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    """A CSV file as a spreadsheet exports it (header on line 1, one row per line)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    return path
+
+
+def write_parquet(path: Path, header: list[str], rows: list[list]) -> Path:
+    """A Parquet file with typed columns (ints stay ints), as pandas' to_parquet writes one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({name: [row[i] for row in rows] for i, name in enumerate(header)}), path)
+    return path
+
+
+def make_custom(root: Path, rows=CUSTOM_ROWS, *, name: str = "manifest.csv", extra: dict[str, list] | None = None,
+                images: bool = True) -> Path:
+    """Images under `root` (when `images`) and a manifest `root / name` (CSV or Parquet by suffix); returns its path.
+
+    `extra` adds columns (name -> one value per row), e.g. a label column.
+    """
+    if images:
+        for i, (path, *_) in enumerate(rows):
+            write_dummy(root / path, size=(16 + i, 8), value=i)
+    header = CUSTOM_HEADER + list(extra or {})
+    table = [[*row, *(values[i] for values in (extra or {}).values())] for i, row in enumerate(rows)]
+    write = write_parquet if name.endswith(".parquet") else write_csv
+    return write(root / name, header, table)

@@ -11,14 +11,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-import yaml
 
 from reid.cli import main
 from reid.data.transforms import eval_transform
 from reid.engine.inference import embed
-from reid.export import file_sha256, model_info, weights_metadata, write_model_info
-from reid.io import parquet_metadata, read_image, write_parquet_atomic
-from reid.modeling.build import ModelConfig, build_model
+from reid.export import model_info, write_model_info
+from reid.features import feature_metadata
+from reid.io import file_sha256, parquet_metadata, read_image, write_parquet_atomic
+from reid.modeling.build import build_model
+from reid.modeling.config import ModelConfig
 
 SIZE = (64, 32)
 CFG = ModelConfig(backbone="resnet18", pretrained=None, id_head_hidden=16)
@@ -127,8 +128,8 @@ def test_embed_records_the_weights_path_and_hash(world, gallery_file) -> None:
 def test_search_reads_a_features_stage_file(world, gallery_file, tmp_path, capsys) -> None:
     """data/features/<name>.parquet: raw features, no path column, no metric recorded -> cosine."""
     stage_file = tmp_path / "features.parquet"
-    stage_like_gallery(gallery_file, stage_file, {"model": "baseline", "network": "baseline", "flip": True,
-                                                  "size": "64x32", **weights_metadata(world["folder"] / "model.pt")})
+    stage_like_gallery(gallery_file, stage_file, feature_metadata(model="baseline", network="baseline", flip=True,
+                                                                  size=SIZE, weights=world["folder"] / "model.pt"))
     code, out, err = run(["search", "--model", world["folder"], "--gallery", stage_file, world["query"]], capsys)
     assert code == 0 and "warning" not in err, err
     ranked = [line.split("\t") for line in out.splitlines()[2:]]
@@ -146,8 +147,8 @@ def test_search_refuses_a_gallery_embedded_by_other_weights(world, gallery_file,
     torch.save(build_model("baseline", 5, CFG).state_dict(), other / "model.pt")
     write_model_info(other, model_info("baseline", CFG, SIZE))
     stage_file = tmp_path / "features" / "other.parquet"
-    stage_like_gallery(gallery_file, stage_file, {"model": "baseline", "network": "baseline", "flip": True,
-                                                  "size": "64x32", **weights_metadata(other / "model.pt")})
+    stage_like_gallery(gallery_file, stage_file, feature_metadata(model="baseline", network="baseline", flip=True,
+                                                                  size=SIZE, weights=other / "model.pt"))
     code, out, err = run(["search", "--model", world["folder"], "--gallery", stage_file, world["query"]], capsys)
     assert code == 2 and out == "" and "Traceback" not in err
     assert err.count("\n") == 1 and err.startswith("reid search: error: ")
@@ -178,23 +179,31 @@ def test_export_onnx_without_the_export_extra_is_one_line(world, tmp_path, capsy
     assert not out.exists()
 
 
-def test_model_described_by_params_file_gives_the_same_features(world, gallery_file, tmp_path) -> None:
-    folder = tmp_path / "baseline"
-    folder.mkdir()
-    (folder / "model.pt").write_bytes((world["folder"] / "model.pt").read_bytes())  # no model.json
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"train": {"height": SIZE[0], "width": SIZE[1]},
-                                      "models": {"baseline": {"backbone": "resnet18", "pretrained": None,
-                                                              "id_head_hidden": 16}}}))
+def test_embed_l2_without_flip_stores_the_raw_feature(world, gallery_file, tmp_path) -> None:
     out = tmp_path / "g.parquet"
-    assert main(["embed", "--model", str(folder / "model.pt"), "--params", str(params), "--metric", "l2",
-                 "--no-flip", str(world["gallery"] / "g0.png"), "--out", str(out)]) == 0
+    assert main(["embed", "--model", str(world["folder"] / "model.pt"), "--metric", "l2", "--no-flip",
+                 str(world["gallery"] / "g0.png"), "--out", str(out)]) == 0
     raw = np.array(pq.read_table(out)["feature"].to_pylist(), np.float32)[0]
     stored = np.array(pq.read_table(gallery_file)["feature"].to_pylist(), np.float32)[0]
     assert abs(np.linalg.norm(raw) - 1.0) > 1e-3  # l2: raw features
     image = eval_transform(SIZE)(read_image(world["gallery"] / "g0.png"))[None]
     np.testing.assert_allclose(raw, embed(world["model"].inference_model(), image)[0].numpy(), atol=1e-5)
     assert not np.allclose(raw / np.linalg.norm(raw), stored, atol=1e-4)  # flip was off here
+    assert parquet_metadata(out)["flip"] == "False" and parquet_metadata(out)["metric"] == "l2"
+
+
+def test_a_model_without_model_json_is_refused_in_one_line(world, tmp_path, capsys) -> None:
+    """model.json is the network's one description: no params file stands in for it."""
+    folder = tmp_path / "baseline"
+    folder.mkdir()
+    (folder / "model.pt").write_bytes((world["folder"] / "model.pt").read_bytes())
+    for model in (folder, folder / "model.pt"):
+        code, _, err = run(["embed", "--model", model, world["query"], "--out", tmp_path / "g.parquet"], capsys)
+        assert code == 2 and f"no {folder / 'model.json'} beside {folder / 'model.pt'}" in err, err
+        assert err.count("\n") == 1 and "Traceback" not in err
+    with pytest.raises(SystemExit):  # the option is gone
+        main(["embed", "--model", str(folder), "--params", "params.yaml", str(world["query"]), "--out", "x"])
+    capsys.readouterr()
 
 
 def test_export_onnx_from_the_command_line(world, tmp_path, capsys) -> None:
@@ -223,7 +232,8 @@ def bad_cases(world, tmp_path) -> dict[str, tuple[list, str]]:
     out = tmp_path / "o.parquet"
     return {
         "missing model": (["embed", "--model", tmp_path / "nope", query, "--out", out], "no model weights"),
-        "wrong model name": (["embed", "--model", folder, "--name", "dsa", query, "--out", out], "--name dsa"),
+        "wrong model name": (["embed", "--model", folder, "--name", "dsa", query, "--out", out],
+                             "describes model 'baseline', not 'dsa'"),
         "wrong image type": (["embed", "--model", folder, not_image, "--out", out], "not a .jpg/.png"),
         "unreadable image": (["embed", "--model", folder, broken, "--out", out], "unreadable or truncated"),
         "missing image": (["embed", "--model", folder, tmp_path / "x.png", "--out", out], "no such image"),
@@ -251,7 +261,7 @@ def test_weights_of_another_model_are_refused(world, tmp_path, capsys) -> None:
     folder = tmp_path / "dsa"
     folder.mkdir()
     (folder / "model.pt").write_bytes((world["folder"] / "model.pt").read_bytes())
-    write_model_info(folder, model_info("dsa", CFG, SIZE))  # says dsa, holds baseline weights
+    write_model_info(folder, model_info("dsa", CFG, SIZE, dsap_size=8))  # says dsa, holds baseline weights
     code, _, err = run(["export", "--model", folder, "--format", "torchscript", "--out", tmp_path / "m.pt"], capsys)
     assert code == 2 and "does not hold a 'dsa' model" in err and "Traceback" not in err
     assert not (tmp_path / "m.pt").exists()

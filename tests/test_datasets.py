@@ -139,7 +139,7 @@ def test_load_dataset_dispatch(tmp_path):
     with pytest.raises(DatasetError, match="unknown dataset 'viper'"):
         load_dataset("viper", market)
     assert set(DATASETS) == {"synthetic", "market1501", "dukemtmc", "cuhk03_labeled", "cuhk03_detected",
-                             "msmt17", "cuhk01"}
+                             "msmt17", "cuhk01", "custom"}
 
 
 def test_market_junk_query_dropped(tmp_path):

@@ -186,6 +186,40 @@ def test_detectron2_estimator_feeds_bgr_batches_and_converts(tmp_path):
     assert results[0].iuv[:3, :, 0].max() == 0 and results[0].iuv[3:20, 2:10, 0].any()
 
 
+def test_detectron2_estimator_batches_only_crops_of_one_size():
+    # detectron2 pads a batch to its largest image, which changes the other images' outputs: one model
+    # call may hold crops of one size only, and results come back in input order.
+    seen = []
+
+    class Model:
+        def __call__(self, inputs):
+            seen.append([tuple(x["image"].shape[1:]) for x in inputs])
+            return [{"instances": fake_instances([0.9], [(0.0, 0.0, x["width"], x["height"])])} for x in inputs]
+
+    identity = SimpleNamespace(apply_image=lambda im: im)
+    est = object.__new__(d2.Detectron2Estimator)
+    est.predictor = SimpleNamespace(input_format="BGR", aug=SimpleNamespace(get_transform=lambda im: identity),
+                                    model=Model())
+    est.device, est.score_threshold, est.batch_size = torch.device("cpu"), 0.8, 2
+    sizes = [(24, 12), (30, 12), (24, 12), (24, 12), (30, 12)]
+    images = [np.zeros((*hw, 3), np.uint8) for hw in sizes]
+    results = est.predict(images, [Path(f"{k}.jpg") for k in range(len(images))])
+    assert seen == [[(24, 12), (24, 12)], [(24, 12)], [(30, 12), (30, 12)]]
+    assert [r.iuv.shape[:2] for r in results] == sizes
+
+
+def test_cse_outputs_are_refused_clearly():
+    inst = fake_instances([0.9], [(0, 0, 4, 4)])
+    inst.pred_densepose = SimpleNamespace(embedding=torch.zeros(1, 16, 112, 112), coarse_segm=torch.zeros(1, 2, 112, 112))
+    with pytest.raises(ValueError, match="no fine_segm, u, v.*not CSE"):
+        d2.instances_to_result(inst, (8, 8), 0.5)
+    entry = {"file_name": "q/a.jpg", "scores": torch.tensor([0.9]), "pred_boxes_XYXY": torch.tensor([[0.0, 0, 4, 4]]),
+             "pred_densepose": inst.pred_densepose}  # apply_net dump of a CSE model: the output itself, no list
+    from reid.densepose.precomputed import dump_entry_to_result
+    with pytest.raises(ValueError, match="q/a.jpg.*not CSE"):
+        dump_entry_to_result(entry, (8, 8), 0.5)
+
+
 # --- precomputed -----------------------------------------------------------------------------------
 
 def random_iuv(rng, h=16, w=8):
@@ -256,6 +290,26 @@ def test_dump_needs_trust_and_pastes_best_result(tmp_path):
         est.predict([image], [Path("query/9999.jpg")])
 
 
+def test_dump_without_densepose_importable_says_so(tmp_path, monkeypatch):
+    import types
+    structures = types.ModuleType("densepose.structures")
+
+    class DensePoseChartResultWithConfidences:  # stands in for the pickled DensePose class
+        pass
+
+    DensePoseChartResultWithConfidences.__module__ = "densepose.structures"
+    DensePoseChartResultWithConfidences.__qualname__ = "DensePoseChartResultWithConfidences"
+    structures.DensePoseChartResultWithConfidences = DensePoseChartResultWithConfidences
+    monkeypatch.setitem(sys.modules, "densepose", types.ModuleType("densepose"))
+    monkeypatch.setitem(sys.modules, "densepose.structures", structures)
+    dump = tmp_path / "dump.pkl"
+    torch.save([{"file_name": "q/a.jpg", "pred_densepose": [DensePoseChartResultWithConfidences()]}], dump)
+    for name in ("densepose", "densepose.structures"):
+        monkeypatch.setitem(sys.modules, name, None)  # DensePose not installed
+    with pytest.raises(ImportError, match=r"dump.pkl needs the DensePose classes.*no-build-isolation"):
+        DumpEstimator(dump, trust_dump=True)
+
+
 # --- config / build --------------------------------------------------------------------------------
 
 def test_config_validation_names_parameters():
@@ -272,9 +326,10 @@ def test_config_validation_names_parameters():
 
 
 def test_lite_backend_is_built_through_its_loader(tmp_path):
-    cfg = from_mapping(DensePoseConfig, {"backend": "lite", "lite": {"checkpoint": str(tmp_path / "no.pt")}},
-                       "densepose")
-    with pytest.raises(FileNotFoundError, match="no.pt"):
+    cfg = from_mapping(DensePoseConfig, {"backend": "lite"}, "densepose")
+    with pytest.raises(FileNotFoundError, match="none/model.pt"):
+        build_estimator(cfg, torch.device("cpu"), lite_model=tmp_path / "none")
+    with pytest.raises(ValueError, match="backend lite needs its network folder"):
         build_estimator(cfg, torch.device("cpu"))
 
 
@@ -351,7 +406,8 @@ def test_densepose_stage_end_to_end(tmp_path, monkeypatch):
     write_manifest("data/manifest.parquet", table, dataset="synthetic", root=world)
     Path("params.yaml").write_text("densepose:\n  backend: oracle\n  batch_size: 2\n  device: cpu\n")
     from stages import densepose as stage
-    stage.main()
+    stage.main(["--manifest", "data/manifest.parquet", "--lite-model", "none", "--out", "data/iuv.parquet",
+                "--metrics", "metrics/densepose.json"])  # oracle: the lite network is never read
     metrics = json.loads(Path("metrics/densepose.json").read_text())
     assert metrics["part_miou"] == 1.0 and metrics["uv_error"] == 0.0 and metrics["n_images"] == 5
     assert pq.read_table("data/iuv.parquet").num_rows == 5

@@ -28,7 +28,6 @@ from reid.densepose.lite_train import (
     load_pairs,
     random_box_jitter,
     random_recolor,
-    resumable_epoch,
     soft_targets,
     train_lite,
     training_arrays,
@@ -163,8 +162,8 @@ def test_training_overfits_a_tiny_fixed_batch():
     images, iuvs = fake_samples(4)
     config = tiny_config(epochs=25, batch_size=4, lr=2e-2, width=8, recolor=False, box_jitter=0.0)
     data = training_arrays(images, iuvs, config.arch())
-    losses = []
-    train_lite(config, data, on_epoch=lambda epoch, m: losses.append(m["loss"]))
+    _, result = train_lite(config, data)
+    losses = [epoch["loss"] for epoch in result.history]
     assert losses[-1] < 0.3 * losses[0], losses
 
 
@@ -177,45 +176,26 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
-    save_lite_model(model, arch, tmp_path / "lite.pt")
-    assert (tmp_path / "lite.json").is_file()
-    save_lite_model(model, arch, tmp_path / "again.pt")
-    assert (tmp_path / "again.pt").read_bytes() == (tmp_path / "lite.pt").read_bytes()  # bytes follow contents only
+    save_lite_model(model, arch, tmp_path / "lite")
+    assert (tmp_path / "lite" / "model.json").is_file()
+    save_lite_model(model, arch, tmp_path / "again")
+    # bytes follow contents only
+    assert (tmp_path / "again" / "model.pt").read_bytes() == (tmp_path / "lite" / "model.pt").read_bytes()
     images, _ = fake_samples(3, 50, 30)
     before = LiteEstimator(model, arch, torch.device("cpu"), progress=False).predict(images, [])
-    after = load_lite_estimator(tmp_path / "lite.pt", "cpu", batch_size=2).predict(images, [])
+    after = load_lite_estimator(tmp_path / "lite", "cpu", batch_size=2).predict(images, [])
     for a, b in zip(before, after, strict=True):
         np.testing.assert_array_equal(a.iuv, b.iuv)
 
 
 def test_loading_a_missing_checkpoint_names_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothing.pt"):
-        load_lite_estimator(tmp_path / "nothing.pt")
-
-
-def test_resume_from_mid_training_checkpoint_matches_uninterrupted_run(tmp_path):
-    images, iuvs = fake_samples(10)
-    config = tiny_config(epochs=3)
-    data = training_arrays(images, iuvs, config.arch())
-    straight, _ = train_lite(config, data)
-
-    checkpoint = tmp_path / "ckpt.pt"
-    train_lite(config, data, checkpoint, stop_after=1)  # "killed" after epoch 1
-    assert resumable_epoch(checkpoint, config, data) == 1
-    resumed_epochs = []
-    resumed, _ = train_lite(config, data, checkpoint, on_epoch=lambda e, m: resumed_epochs.append(e))
-    assert resumed_epochs == [1, 2]
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
-
-
-def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
-    images, iuvs = fake_samples(4)
-    config = tiny_config(epochs=1)
-    data = training_arrays(images, iuvs, config.arch())
-    train_lite(config, data, tmp_path / "ckpt.pt")
-    assert resumable_epoch(tmp_path / "ckpt.pt", config, data) == 1
-    assert resumable_epoch(tmp_path / "ckpt.pt", tiny_config(epochs=1, lr=1e-3), data) == 0
+    with pytest.raises(FileNotFoundError, match="nothing/model.pt"):
+        load_lite_estimator(tmp_path / "nothing")
+    (tmp_path / "other").mkdir()
+    torch.save({}, tmp_path / "other" / "model.pt")
+    (tmp_path / "other" / "model.json").write_text('{"format": "reid-sanpg/v1"}')
+    with pytest.raises(ValueError, match="other/model.json.*reid-densepose-lite/v1"):
+        load_lite_estimator(tmp_path / "other")
 
 
 def test_box_jitter_moves_crop_and_targets_together():
@@ -290,29 +270,14 @@ def test_config_errors_name_the_parameter():
         from_mapping(TrainDensePoseConfig, {"epochs": 0}, "train_densepose")
 
 
-def test_each_epoch_is_logged_before_its_checkpoint_and_without_timings(tmp_path):
-    images, iuvs = fake_samples(4)
-    config = tiny_config(epochs=2)
-    data = training_arrays(images, iuvs, config.arch())
-    checkpoint = tmp_path / "ckpt.pt"
-    logged = []
-
-    def on_epoch(epoch, metrics):
-        logged.append((epoch, resumable_epoch(checkpoint, config, data), sorted(metrics)))
-
-    stale = tmp_path / ".ckpt.pt.k1ll3d.tmp"  # what a kill during a checkpoint save leaves
-    stale.write_bytes(b"half a checkpoint")
-    train_lite(config, data, checkpoint, on_epoch=on_epoch)
-    assert not stale.exists()
-    names = ["loss", "lr", "part_loss", "uv_loss"]
-    assert logged == [(0, 0, names), (1, 1, names)]  # epoch e logged while the checkpoint still holds e epochs
-    assert resumable_epoch(checkpoint, config, data) == 2
+STAGE_ARGS = ["--world", "world", "--out", "data/densepose", "--curves", "metrics/train/densepose",
+              "--metrics", "metrics/densepose_lite.json"]
 
 
 def test_stage_after_a_kill_between_logging_and_checkpointing_logs_each_epoch_once(tmp_path, monkeypatch):
     import json
 
-    import reid.densepose.lite_train as lite_train
+    import reid.engine.loop as loop
     import stages.common
     import stages.train_densepose as stage
 
@@ -322,15 +287,19 @@ def test_stage_after_a_kill_between_logging_and_checkpointing_logs_each_epoch_on
     monkeypatch.setattr(stage, "load_pairs", lambda pairs, desc: fake_samples(6))  # train and held-out alike
     monkeypatch.chdir(tmp_path)
     with monkeypatch.context() as patch:
-        kill_on_call(patch, lite_train, "save_checkpoint", 2)  # epoch 2 is logged, its checkpoint never written
+        kill_on_call(patch, loop, "save_checkpoint", 2)  # epoch 2 is logged, its checkpoint never written
         with pytest.raises(Killed):
-            stage.main()
-    stage.main()  # resumes at epoch 2
-    curves = sorted((tmp_path / "data/dvclive/train_densepose/plots/metrics").glob("*.tsv"))
-    assert [c.stem for c in curves] == ["loss", "lr", "part_loss", "uv_loss"]  # no timing curve
+            stage.main(STAGE_ARGS)
+    stage.main(STAGE_ARGS)  # resumes at epoch 2
+    curves = sorted((tmp_path / "metrics/train/densepose/plots/metrics").glob("*.tsv"))
+    assert [c.stem for c in curves] == ["loss", "loss_part", "loss_uv", "lr"]  # no timing curve
     for curve in curves:
         assert [row.split("\t")[0] for row in curve.read_text().splitlines()[1:]] == ["0", "1", "2"], curve.name
     metrics = json.loads((tmp_path / "metrics/densepose_lite.json").read_text())
     assert metrics["epochs"] == 3 and not {"train_seconds", "eval_seconds", "train_time_s"} & set(metrics)
-    assert set(json.loads((tmp_path / "data/densepose_lite_timing.json").read_text())) == {"train_time_s",
-                                                                                         "eval_time_s"}
+    assert set(json.loads((tmp_path / "data/densepose/timing.json").read_text())) == {
+        "train_time_s", "images_per_s", "eval_time_s"}
+    record = json.loads((tmp_path / "metrics/train/densepose.json").read_text())
+    assert record["epochs"] == 3 and record["steps"] == 3 * 2 and set(record["last_epoch_losses"]) == {"part", "uv"}
+    assert {p.name for p in (tmp_path / "data/densepose").iterdir()} == {"model.pt", "model.json", "checkpoint",
+                                                                        "timing.json"}

@@ -253,7 +253,8 @@ def test_dsap_stage_end_to_end(tmp_path, monkeypatch):
     pq.write_table(pa.Table.from_pylist(iuv_rows), "data/iuv.parquet")
     (tmp_path / "params.yaml").write_text("dsap:\n  grid: 8\n  collision: mean\n  batch_size: 2\n  n_samples: 2\n")
     from stages import dsap as stage
-    stage.main()
+    stage.main(["--manifest", "data/manifest.parquet", "--iuv", "data/iuv.parquet", "--out", "data/dsap.parquet",
+                "--samples", "data/dsap_samples.png"])
 
     out = pq.read_table("data/dsap.parquet")
     meta = out.schema.metadata

@@ -7,14 +7,8 @@ import pytest
 import yaml
 
 from reid.config import ConfigError
-from reid.evaluation import (
-    EvaluateConfig,
-    RerankConfig,
-    evaluate_features,
-    load_eval_set,
-    read_features,
-    write_features,
-)
+from reid.evaluation import EvaluateConfig, RerankConfig, evaluate_features, load_eval_set
+from reid.features import read_features, write_features
 from reid.io import read_image, write_image, write_parquet_atomic
 from reid.metrics import evaluate, evaluate_ranked
 from reid.retrieval import rerank
@@ -101,7 +95,8 @@ def test_feature_bad_input():
 def test_feature_file_round_trip_and_errors(tmp_path):
     feats = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
     write_features(tmp_path / "f.parquet", ["a", "b", "c", "d"], feats)
-    ids, back = read_features(tmp_path / "f.parquet")
+    file = read_features(tmp_path / "f.parquet")
+    ids, back = file.image_ids, file.features
     assert ids == ["a", "b", "c", "d"] and back.dtype == np.float32
     np.testing.assert_array_equal(back, feats)
     write_parquet_atomic(tmp_path / "bad.parquet", pa.table({"image_id": ["a"], "feature": [[1.0, 2.0]]}))
@@ -147,6 +142,10 @@ def test_load_eval_set_errors(tmp_path):
         load_eval_set(tmp_path / "data/features/toy.parquet", tmp_path / "data" / "manifest.parquet")
 
 
+EVAL_ARGS = ["toy", "--features", "data/features", "--manifest", "data/manifest.parquet",
+             "--metrics", "metrics/toy.json", "--cmc", "metrics/cmc/toy.tsv", "--out", "data/eval/toy"]
+
+
 def test_stage_end_to_end(tmp_path, monkeypatch):
     from stages import evaluate as stage
 
@@ -155,7 +154,7 @@ def test_stage_end_to_end(tmp_path, monkeypatch):
                            "ranked_list_size": 4, "rerank": {"enabled": False}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
-    stage.main(["toy"])
+    stage.main(EVAL_ARGS)
     metrics = json.loads((tmp_path / "metrics" / "toy.json").read_text())
     ref = evaluate(_dist(q, g), qp, gp, qc, gc, max_rank=5)
     assert metrics["mAP_pct"] == pytest.approx(100 * ref.mAP, abs=1e-3)
@@ -170,7 +169,7 @@ def test_stage_end_to_end(tmp_path, monkeypatch):
     # a bad parameter is named
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"evaluate": {"top_k": 0}}))
     with pytest.raises(ConfigError, match="top_k"):
-        stage.main(["toy"])
+        stage.main(EVAL_ARGS)
 
 
 def test_config_rejects_single_shot_with_top_k():
@@ -184,7 +183,7 @@ def test_stage_writes_per_query_values_consistent_with_the_metrics(tmp_path, mon
     q, g, qp, gp, qc, gc = make_world(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"evaluate": {"max_rank": 5, "normalize": False}}))
     monkeypatch.chdir(tmp_path)
-    stage.main(["toy"])
+    stage.main(EVAL_ARGS)
     metrics = json.loads((tmp_path / "metrics" / "toy.json").read_text())
     assert "diagnostics" not in metrics  # no extra feature sets
     table = pq.read_table(tmp_path / "data" / "eval" / "toy" / "per_query.parquet")
@@ -204,13 +203,14 @@ def test_stage_evaluates_fused_and_guide_features_into_diagnostics(tmp_path, mon
     from stages import evaluate as stage
 
     q, g, qp, gp, qc, gc = make_world(tmp_path)
-    ids, feats = read_features(tmp_path / "data" / "features" / "toy.parquet")
+    toy = read_features(tmp_path / "data" / "features" / "toy.parquet")
+    ids, feats = toy.image_ids, toy.features
     noisy = feats + np.random.default_rng(1).normal(0, 8, feats.shape).astype(np.float32)
     write_features(tmp_path / "data" / "features" / "toy_fused.parquet", ids, feats)  # same as mf
     write_features(tmp_path / "data" / "features" / "toy_guide.parquet", ids, noisy)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"evaluate": {"max_rank": 5, "normalize": False}}))
     monkeypatch.chdir(tmp_path)
-    stage.main(["toy"])
+    stage.main(EVAL_ARGS)
     metrics = json.loads((tmp_path / "metrics" / "toy.json").read_text())
     diag = metrics["diagnostics"]
     assert set(diag) == {"mf", "fused", "guide"}

@@ -1,5 +1,5 @@
-"""The features stage: weights folder per name (pretrained -> data/pretrain), model.json over params,
-and the dsa models' fused and guide diagnostics beside the inference features."""
+"""The features stage: the network from its --weights folder's model.json alone (never params; pretrained
+-> the pretrain folder), and the dsa models' fused and guide diagnostics beside the inference features."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from modelutil import build
 from test_inference import DSA_CFG, SIZE, S, write_dsap
 from test_trainer import make_manifest
 
-from reid.export import file_sha256, model_info, write_model_info
-from reid.io import parquet_metadata, write_parquet_atomic
-from reid.modeling.build import build_model
+from reid.export import model_info, write_model_info
+from reid.io import file_sha256, parquet_metadata, write_parquet_atomic
 from stages import features
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -23,29 +23,32 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 def save_model(folder, name: str, *, info: bool = True) -> torch.nn.Module:
     """A random `name` model with 3 identities saved as the train stage does (model.pt [+ model.json])."""
     torch.manual_seed(0)
-    model = build_model(name, 3, DSA_CFG).eval()
+    model = build(name, 3, DSA_CFG, dsap_size=S).eval()
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.detach().contiguous() for k, v in model.state_dict().items()}, folder / "model.pt")
     if info:
-        write_model_info(folder, model_info(name, DSA_CFG, SIZE))
+        write_model_info(folder, model_info(name, DSA_CFG, SIZE, **({"dsap_size": S} if name == "dsa" else {})))
     return model
 
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
-    """A repository-like folder: params.yaml, a query + gallery manifest and its DSAP cache."""
+    """A repository-like folder: params.yaml (``features`` alone: the stage reads nothing else), a query +
+    gallery manifest and its DSAP cache."""
     manifest = make_manifest(tmp_path / "crops", n_ids=2, per_id=2)
     table = manifest.set_column(manifest.column_names.index("split"), "split",
                                 pa.array(["query", "gallery", "query", "gallery"]))
     write_parquet_atomic(tmp_path / "data" / "manifest.parquet", table, {"root": "/"})  # absolute paths
     write_dsap(tmp_path / "data" / "dsap.parquet", table["image_id"].to_pylist())
-    params = {"features": {"flip": True, "batch_size": 3, "num_workers": 0, "device": "cpu"},
-              "train": {"height": SIZE[0], "width": SIZE[1]},
-              "models": {"baseline": {"backbone": "resnet18", "pretrained": None, "dsap_size": S,
-                                      "width_mult": DSA_CFG.width_mult, "id_head_hidden": DSA_CFG.id_head_hidden}}}
+    params = {"features": {"flip": True, "batch_size": 3, "num_workers": 0, "device": "cpu"}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def run_stage(name: str, weights: str) -> None:
+    features.main([name, "--weights", weights, "--manifest", "data/manifest.parquet", "--dsap", "data/dsap.parquet",
+                   "--out", "data/features"])
 
 
 def features_of(path) -> np.ndarray:
@@ -54,7 +57,7 @@ def features_of(path) -> np.ndarray:
 
 def test_dsa_writes_inference_fused_and_guide_features(workdir) -> None:
     model = save_model(workdir / "data" / "models" / "dsa", "dsa")
-    features.main(["dsa"])
+    run_stage("dsa", "data/models/dsa")
     out = workdir / "data" / "features"
     assert sorted(p.name for p in out.iterdir()) == ["dsa.parquet", "dsa_fused.parquet", "dsa_guide.parquet"]
     mf, fused, guide = (features_of(out / f) for f in ("dsa.parquet", "dsa_fused.parquet", "dsa_guide.parquet"))
@@ -69,7 +72,7 @@ def test_dsa_writes_inference_fused_and_guide_features(workdir) -> None:
 
 def test_pretrained_reads_data_pretrain_and_its_model_json(workdir) -> None:
     model = save_model(workdir / "data" / "pretrain", "baseline")
-    features.main(["pretrained"])
+    run_stage("pretrained", "data/pretrain")
     out = workdir / "data" / "features" / "pretrained.parquet"
     meta = parquet_metadata(out)
     assert (meta["model"], meta["network"], meta["size"]) == ("pretrained", "baseline", f"{SIZE[0]}x{SIZE[1]}")
@@ -77,14 +80,14 @@ def test_pretrained_reads_data_pretrain_and_its_model_json(workdir) -> None:
     assert not (workdir / "data" / "features" / "pretrained_fused.parquet").exists()
 
 
-def test_model_json_missing_falls_back_to_params_and_a_wrong_one_is_refused(workdir) -> None:
+def test_model_json_missing_or_wrong_is_refused(workdir) -> None:
     save_model(workdir / "data" / "models" / "baseline", "baseline", info=False)
-    features.main(["baseline"])
-    assert (workdir / "data" / "features" / "baseline.parquet").is_file()
+    with pytest.raises(FileNotFoundError, match="no data/models/baseline/model.json: run `dvc repro train@baseline`"):
+        run_stage("baseline", "data/models/baseline")
     save_model(workdir / "data" / "models" / "san", "baseline")  # a baseline's model.json in san's folder
     with pytest.raises(ValueError, match="describes model 'baseline', not 'san'"):
-        features.main(["san"])
+        run_stage("san", "data/models/san")
     with pytest.raises(FileNotFoundError, match="dvc repro pretrain"):
-        features.main(["pretrained"])
+        run_stage("pretrained", "data/pretrain")
     with pytest.raises(SystemExit):
-        features.main(["resnet"])
+        run_stage("resnet", "data/models/resnet")

@@ -22,11 +22,12 @@ from reid.engine.inference import (
     mirrored,
 )
 from reid.io import write_parquet_atomic
-from reid.modeling.build import ModelConfig, build_model
+from reid.modeling.build import build_model
+from reid.modeling.config import ModelConfig
 from reid.parts import N_PARTS
 
 S = 8  # tiny DSAP side
-DSA_CFG = ModelConfig(backbone="resnet18", pretrained=None, width_mult=0.125, dsap_size=S, id_head_hidden=16)
+DSA_CFG = ModelConfig(backbone="resnet18", pretrained=None, width_mult=0.125, id_head_hidden=16)
 SIZE = (32, 16)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -78,7 +79,7 @@ def write_dsap(path, image_ids: list[str], s: int = S) -> None:
 @pytest.fixture(scope="module")
 def dsa_model():
     torch.manual_seed(0)
-    return build_model("dsa", 3, DSA_CFG).eval()
+    return build_model("dsa", 3, DSA_CFG, dsap_size=S).eval()
 
 
 def feature_array(table: pa.Table) -> np.ndarray:

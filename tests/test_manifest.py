@@ -150,7 +150,8 @@ def test_prepare_config():
 def _run_prepare(cwd: Path, params: dict) -> subprocess.CompletedProcess:
     (cwd / "params.yaml").write_text(yaml.safe_dump({"prepare": params}))
     env = {**os.environ, "REID_PARAMS": str(cwd / "params.yaml"), "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=cwd, env=env, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "stages.prepare", "--manifest", "data/manifest.parquet",
+                           "--rejects", "data/rejects.txt"], cwd=cwd, env=env, capture_output=True, text=True)
 
 
 def test_prepare_stage_with_a_null_root_is_one_line_naming_prepare_root(tmp_path):

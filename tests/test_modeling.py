@@ -4,18 +4,19 @@ import warnings
 import pytest
 import torch
 import torchvision
-from modelutil import loss_history
+from modelutil import build, loss_history
 from torch.utils.flop_counter import FlopCounterMode
 
 from reid.config import ConfigError, from_mapping
 from reid.modeling.backbone import ResNetTrunk, load_resnet
-from reid.modeling.build import ModelConfig, build_model
+from reid.modeling.build import build_model
+from reid.modeling.config import ModelConfig
 from reid.modeling.dsa import DSAGStream, MFStream
 from reid.modeling.heads import GroupedBasicBlock, GroupedBottleneck, merge_branches, merge_matrix
 from reid.parts import FIRST_MERGE, N_PARTS, PART_GROUPS, PART_NAMES, second_merge
 
 S = 16  # tiny DSAP size for tests
-CFG = ModelConfig(backbone="resnet18", pretrained=None, width_mult=0.125, dsap_size=S, id_head_hidden=32)
+CFG = ModelConfig(backbone="resnet18", pretrained=None, width_mult=0.125, id_head_hidden=32)
 
 
 def tiny_batch(n_ids=3, k=2, seed=0):
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 @pytest.fixture(scope="module")
 def models():
     torch.manual_seed(0)
-    return {name: build_model(name, 3, CFG) for name in ("baseline", "baseline2b", "dsa")}
+    return {name: build(name, 3, CFG, dsap_size=S) for name in ("baseline", "baseline2b", "dsa")}
 
 
 # --- config ---
@@ -46,6 +47,24 @@ def test_model_config_errors_name_the_parameter():
     assert from_mapping(ModelConfig, {"pretrained": None}, "model").pretrained is None
     with pytest.raises(ValueError, match="unknown model"):
         build_model("pcb", 3, CFG)
+
+
+def test_dsap_size_comes_with_the_cache_not_the_config():
+    with pytest.raises(ConfigError, match="unknown parameter.*dsap_size"):  # no knob repeats dsap.grid
+        from_mapping(ModelConfig, {"dsap_size": 12}, "models.dsa")
+    with pytest.raises(ValueError, match="needs dsap_size"):
+        build_model("dsa", 3, CFG)
+    with pytest.raises(ValueError, match="takes no dsap_size"):
+        build_model("baseline2b", 3, CFG, dsap_size=S)
+    with pytest.raises(ValueError, match="dsap_size must be an integer >= 4"):
+        build_model("dsa", 3, CFG, dsap_size=2)
+    model = build_model("dsa", 3, CFG, dsap_size=8).eval()  # the network takes the S it is given
+    assert model.dsap_size == 8
+    image = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        assert model.forward_fused_features(image, torch.randn(2, N_PARTS, 3, 8, 8)).shape == (2, 1024)
+        with pytest.raises(ValueError, match="S=8"):
+            model.forward_fused_features(image, torch.randn(2, N_PARTS, 3, S, S))
 
 
 # --- shapes and interface ---
@@ -252,7 +271,7 @@ def test_dsa_inference_model_equals_baseline2b_cost(models):
 @pytest.mark.parametrize("name", ["baseline", "baseline2b", "dsa"])
 def test_a_few_steps_reduce_the_loss(name):
     torch.manual_seed(0)
-    model = build_model(name, 3, CFG).train()
+    model = build(name, 3, CFG, dsap_size=S).train()
     batch = tiny_batch(seed=1)
     history = loss_history(model, batch, lr=1e-4)
     total = [sum(h.values()) for h in history]
@@ -263,11 +282,11 @@ def test_a_few_steps_reduce_the_loss(name):
 
 def test_no_hard_coded_device_and_autocast():
     """Meta tensors fail on any tensor created on a fixed device: a CPU-only proxy for CUDA readiness."""
-    model = build_model("dsa", 3, CFG).to("meta").train()
+    model = build("dsa", 3, CFG, dsap_size=S).to("meta").train()
     batch = {k: v.to("meta") for k, v in tiny_batch().items()}
     terms = model.losses(model(batch), batch)
     assert all(t.device.type == "meta" for t in terms.values())
-    model = build_model("dsa", 3, CFG).train()
+    model = build("dsa", 3, CFG, dsap_size=S).train()
     batch = tiny_batch()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         terms = model.losses(model(batch), batch)
@@ -276,8 +295,8 @@ def test_no_hard_coded_device_and_autocast():
 
 def test_shuffled_dsap_control_feeds_other_samples_guides_in_training_only():
     torch.manual_seed(0)
-    plain = build_model("dsa", 3, CFG)
-    control = build_model("dsa", 3, dataclasses.replace(CFG, shuffle_dsap=True))
+    plain = build("dsa", 3, CFG, dsap_size=S)
+    control = build("dsa", 3, dataclasses.replace(CFG, shuffle_dsap=True), dsap_size=S)
     control.load_state_dict(plain.state_dict())
     batch = tiny_batch()
     plain.eval(), control.eval()
@@ -294,8 +313,8 @@ def test_shuffled_dsap_control_feeds_other_samples_guides_in_training_only():
 
 def test_mf_triplet_variant_adds_triplets_on_f_only_when_asked():
     batch = tiny_batch()
-    paper = build_model("dsa", 3, CFG)
+    paper = build("dsa", 3, CFG, dsap_size=S)
     assert not any(k.startswith("triplet_f") for k in paper.losses(paper(batch), batch))
-    variant = build_model("dsa", 3, dataclasses.replace(CFG, mf_triplet_weight=1.5))
+    variant = build("dsa", 3, dataclasses.replace(CFG, mf_triplet_weight=1.5), dsap_size=S)
     terms = variant.losses(variant(batch), batch)
     assert {"triplet_f_global", "triplet_f_local"} <= set(terms) and terms["triplet_f_global"].item() >= 0

@@ -90,6 +90,23 @@ def test_second_repro_does_nothing(repo):
     assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
 
 
+def test_dvc_lists_every_metric_and_plot(repo, tmp_path):
+    # Metrics are declared by the stages that write them, plots by stages and by dvc.yaml's top-level list.
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo))[""]["data"]
+    expected = ({f"metrics/{m}.json" for m in (*MODELS, "pretrained", "densepose", "densepose_lite", "sanpg",
+                                               "texture", "claims")}
+                | {f"metrics/train/{net}.json" for net in (*MODELS, "pretrain", "sanpg", "densepose")})
+    assert set(shown) == expected and all("error" not in m for m in shown.values()), shown.keys()
+    plots = json.loads(run(["dvc", "plots", "show", "--json", "-o", str(tmp_path)], repo))  # images: out of the repo
+    assert "errors" not in plots, plots["errors"]
+    pictures = {"data/synth/contact_sheet.png", "data/dsap_samples.png", "data/sanpg/samples.png",
+                "data/texture_samples.png", "data/report/figures.png", *(f"data/eval/{m}/ranked_list.png" for m in MODELS)}
+    assert pictures | {"CMC"} <= set(plots["data"])
+    assert plots["data"]["CMC"][0]["content"]["data"]["values"]  # the six feature sets' curves on one chart
+    for net in (*MODELS, "pretrain", "sanpg", "densepose"):
+        assert f"metrics/train/{net}/plots/metrics/loss.tsv" in plots["data"], net
+
+
 def dirty_stages_after(repo: Path, section: str, key: str, factor: float) -> set[str]:
     """Stages `dvc status` calls changed once params.yaml's section.key is scaled (then restored).
 
@@ -186,10 +203,10 @@ def test_dsap_grid_change_reruns_the_stage_instead_of_restoring_the_cache(repo):
 # whole micro pipeline would double this module's time; these cover every training stage and metric kind).
 RERUN = ("pretrain", "train_densepose", "densepose", "train_sanpg", "texture", "train@baseline",
          "features@baseline", "evaluate@baseline", "report")
-CHECKPOINTS = ("data/pretrain/checkpoint", "data/train_densepose", "data/sanpg/checkpoint",
+CHECKPOINTS = ("data/pretrain/checkpoint", "data/densepose/checkpoint", "data/sanpg/checkpoint",
                "data/models/baseline/checkpoint")  # persisted: without deleting them the stages would just resume
 NETWORKS = (("pretrain", "data/pretrain/model.pt"), ("pretrain", "data/pretrain/trunk.pt"),
-            ("train_densepose", "data/densepose_lite.pt"), ("train_sanpg", "data/sanpg/model.pt"),
+            ("train_densepose", "data/densepose/model.pt"), ("train_sanpg", "data/sanpg/model.pt"),
             ("train@baseline", "data/models/baseline/model.pt"), ("densepose", "data/iuv.parquet"),
             ("texture", "data/texture.parquet"), ("features@baseline", "data/features/baseline.parquet"))
 

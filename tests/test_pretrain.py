@@ -61,9 +61,9 @@ def test_pool_params_validate():
 
 def test_pretrain_params_reject_a_batch_without_triplets():
     with pytest.raises(ConfigError, match=r"pretrain.train: k must be >= 2 \(batch-hard triplet"):
-        from_mapping(PretrainConfig, {"train": {"k": 1}}, "pretrain")
+        from_mapping(PretrainConfig, {"root": "pool", "train": {"k": 1}}, "pretrain")
     with pytest.raises(ConfigError, match=r"pretrain.train: p must be >= 2 \(batch-hard triplet"):
-        from_mapping(PretrainConfig, {"train": {"p": 1}}, "pretrain")
+        from_mapping(PretrainConfig, {"root": "pool", "train": {"p": 1}}, "pretrain")
 
 
 def test_trunk_round_trips_as_a_torchvision_state_dict(tmp_path):

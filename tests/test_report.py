@@ -179,13 +179,13 @@ def test_paper_table_marks_rows_without_our_model():
 
 def test_missing_or_incomplete_metrics_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="baseline.json"):
-        load_model_result("baseline", tmp_path)
+        load_model_result("baseline", tmp_path, tmp_path / "train")
     (tmp_path / "baseline.json").write_text(json.dumps({"rank1_pct": 1.0}))
     with pytest.raises(ValueError, match=r"baseline.json: lacks rank5_pct"):
-        load_model_result("baseline", tmp_path)
+        load_model_result("baseline", tmp_path, tmp_path / "train")
     (tmp_path / "baseline.json").write_text("{not json")
     with pytest.raises(ValueError, match="baseline.json: not valid JSON"):
-        load_model_result("baseline", tmp_path)
+        load_model_result("baseline", tmp_path, tmp_path / "train")
 
 
 def test_cmc_round_trips_through_the_evaluation_writer(tmp_path):
@@ -198,6 +198,13 @@ def test_figure_sheet_stacks_titled_pictures_at_one_width():
     sheet = figure_sheet([("a", np.zeros((10, 20, 3), np.uint8)), ("b", np.zeros((50, 50, 3), np.uint8))], width=100)
     assert sheet.shape == (28 + 50 + 28 + 100, 100, 3)
     assert (sheet[28:78] == 0).all() and (sheet[:28] > 0).any()
+
+
+REPORT_ARGS = ["--scores", "metrics", "--train-metrics", "metrics/train", "--cmc", "metrics/cmc", "--eval", "data/eval",
+               "--densepose-metrics", "metrics/densepose.json", "--sanpg-metrics", "metrics/sanpg.json",
+               "--texture-metrics", "metrics/texture.json", "--dsap-samples", "data/dsap_samples.png",
+               "--texture-samples", "data/texture_samples.png", "--summary", "metrics/summary.md",
+               "--claims", "metrics/claims.json", "--figures", "data/report/figures.png"]
 
 
 def test_report_stage_writes_summary_claims_and_figures(tmp_path, monkeypatch):
@@ -217,7 +224,7 @@ def test_report_stage_writes_summary_claims_and_figures(tmp_path, monkeypatch):
     params = {"report": {"models": models, "bootstrap": 1000, "bootstrap_seed": 3},
               "prepare": {"dataset": "synthetic"}, "densepose": {"backend": "oracle"}}
     Path("params.yaml").write_text(yaml.safe_dump(params))
-    stage.main()
+    stage.main(REPORT_ARGS)
     summary = Path("metrics/summary.md").read_text()
     assert table_row(summary, "`dsa`")[1] == "62.0" and "`san` > `baseline`" not in summary
     assert table_row(summary, "pretrained trunk, no fine-tuning")[1] == "5.0"
@@ -234,16 +241,16 @@ def test_report_stage_writes_summary_claims_and_figures(tmp_path, monkeypatch):
 
     Path("data/eval/dsa/per_query.parquet").unlink()
     with pytest.raises(FileNotFoundError, match="data/eval/dsa/per_query.parquet"):
-        stage.main()
+        stage.main(REPORT_ARGS)
     params["report"]["bootstrap"] = 100
     Path("params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(ValueError, match="bootstrap must be >= 1000"):
-        stage.main()
+        stage.main(REPORT_ARGS)
 
     Path("params.yaml").write_text(yaml.safe_dump({"report": {"models": ["resnet"]}, "prepare": {"dataset": "x"},
                                                    "densepose": {"backend": "oracle"}}))
     with pytest.raises(ValueError, match="unknown models"):
-        stage.main()
+        stage.main(REPORT_ARGS)
 
 
 def test_query_file_round_trip_and_errors(tmp_path):

@@ -2,8 +2,19 @@ import numpy as np
 import pytest
 import torch
 
-from reid.metrics import evaluate, evaluate_ranked
-from reid.retrieval import farthest_distances, l2_normalize, pairwise_distances, rerank, search
+import reid.retrieval as retrieval
+from reid.metrics import ChunkScorer, evaluate, evaluate_ranked
+from reid.retrieval import (
+    farthest_and_pair_distances,
+    farthest_distances,
+    k_reciprocal_weights,
+    l2_normalize,
+    pairwise_distances,
+    rerank,
+    rerank_distances,
+    search,
+    top_k_stable,
+)
 
 
 def _brute(q, g):
@@ -83,7 +94,8 @@ def rerank_dense(q, g, k1=20, k2=6, lam=0.3):
     return final[:, nq:]
 
 
-@pytest.mark.parametrize("nq,ng,k1,k2,lam", [(12, 80, 20, 6, 0.3), (8, 40, 5, 1, 0.5), (10, 60, 8, 3, 0.0)])
+@pytest.mark.parametrize("nq,ng,k1,k2,lam", [(12, 80, 20, 6, 0.3), (8, 40, 5, 1, 0.5), (10, 60, 8, 3, 0.0),
+                                             (10, 50, 3, 6, 0.3)])  # k2 > k1 + 1: longer lists
 def test_rerank_equals_dense_reference(nq, ng, k1, k2, lam):
     rng = np.random.default_rng(nq)
     q, g = rng.normal(size=(nq, 16)).astype(np.float32), rng.normal(size=(ng, 16)).astype(np.float32)
@@ -119,3 +131,97 @@ def test_rerank_bad_input():
         rerank(g, g, lambda_value=1.5)
     with pytest.raises(ValueError, match="NaN"):
         rerank(np.full((1, 3), np.nan, np.float32), g)
+
+
+def _clusters(seed, n_ids=8, per_id=6, dim=12):
+    """Small planted identities (centre + noise) so the k-reciprocal sets are non-trivial."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_ids, dim)) * 2.0
+    g = np.repeat(centres, per_id, 0) + rng.normal(size=(n_ids * per_id, dim))
+    q = centres + rng.normal(size=(n_ids, dim))
+    return q.astype(np.float32), g.astype(np.float32)
+
+
+def test_k_reciprocal_weights_rows_and_farthest():
+    q, g = _clusters(4)
+    x = np.concatenate([q, g])
+    v, lists, far = k_reciprocal_weights(x, k1=6, chunk=5)  # 5-row blocks: many triangle blocks
+    assert v.dtype == np.float32 and lists.shape == (len(x), 7)
+    np.testing.assert_allclose(np.asarray(v.sum(1)).ravel(), 1.0, rtol=1e-5)
+    assert (v.diagonal() > 0).all()  # every item is in its own k-reciprocal set
+    np.testing.assert_allclose(far, _brute(x, x).max(1), rtol=1e-5)
+    rows, cols = np.nonzero(v.toarray())
+    np.testing.assert_allclose(v.toarray()[rows, cols].sum(), len(x), rtol=1e-5)
+    far2, d = farthest_and_pair_distances(x, rows, cols, step=3)
+    np.testing.assert_allclose(far2, far, rtol=1e-6)
+    np.testing.assert_allclose(d, _brute(x, x)[rows, cols], rtol=1e-4, atol=1e-4)
+
+
+def test_rerank_drops_excluded_gallery_before_reranking():
+    # junk: near-copies of some gallery items, which would enter those items' k-reciprocal sets
+    q, g = _clusters(5)
+    rng = np.random.default_rng(5)
+    junk = g[::5] + 0.05 * rng.normal(size=g[::5].shape).astype(np.float32)
+    full = np.concatenate([g[:20], junk, g[20:]])
+    exclude = np.zeros(len(full), bool)
+    exclude[20:20 + len(junk)] = True
+    keep = np.flatnonzero(~exclude)
+    d, idx = rerank(q, full, k1=6, k2=3, exclude=exclude)
+    d_ref, idx_ref = rerank(q, g, k1=6, k2=3)  # as if the loader had dropped the junk
+    np.testing.assert_array_equal(idx, keep[idx_ref])
+    np.testing.assert_allclose(d, d_ref, atol=1e-6)
+    # kept inside the neighbourhoods, the junk would change the distances of the other items
+    kept_in = rerank_dense(q, full, k1=6, k2=3)[:, keep]
+    assert np.abs(np.take_along_axis(kept_in, idx_ref, 1) - d_ref).max() > 1e-3
+    streamed = np.concatenate([c for _, c in rerank_distances(q, full, k1=6, k2=3, exclude=exclude)])
+    assert np.isinf(streamed[:, exclude]).all()
+    np.testing.assert_allclose(np.take_along_axis(streamed, idx, 1), d, atol=1e-6)
+    with pytest.raises(ValueError, match="exclude has"):
+        rerank(q, full, exclude=exclude[:-1])
+    with pytest.raises(ValueError, match="exclude has"):  # checked at the call, not at the first chunk
+        rerank_distances(q, full, exclude=exclude[:-1])
+    with pytest.raises(ValueError, match="every gallery item"):
+        rerank(q, full, exclude=np.ones(len(full), bool))
+
+
+def test_rerank_memory_safe_path_with_tiny_chunks(monkeypatch):
+    q, g = _clusters(6)
+    ref = rerank_dense(q, g, k1=6, k2=3)
+    d_all, idx_all = rerank(q, g, k1=6, k2=3)
+    # rows per block, Jaccard join groups and their output cells all forced tiny
+    monkeypatch.setattr(retrieval, "JOIN_ENTRIES", 7)
+    monkeypatch.setattr(retrieval, "JOIN_PAIRS", 5)
+    chunks = list(rerank_distances(q, g, k1=6, k2=3, chunk=3))
+    assert [s for s, _ in chunks] == list(range(0, len(q), 3)) and all(len(c) <= 3 for _, c in chunks)
+    streamed = np.concatenate([c for _, c in chunks])
+    assert streamed.dtype == np.float32
+    np.testing.assert_allclose(streamed, ref, atol=1e-5)
+    d, idx = rerank(q, g, 10, k1=6, k2=3, chunk=3)
+    np.testing.assert_array_equal(idx, idx_all[:, :10])
+    np.testing.assert_allclose(d, d_all[:, :10], atol=1e-6)
+
+
+def test_streamed_distances_score_like_ranked_lists():
+    # what an evaluation needs without a [Q, G] matrix: chunks fed to the metrics' ChunkScorer
+    q, g = _clusters(7)
+    q_pids, g_pids = np.arange(len(q)), np.repeat(np.arange(len(q)), 6)
+    q_cams, g_cams = np.zeros(len(q), int), np.arange(len(g)) % 3 + 1
+    scorer = ChunkScorer(g_pids, g_cams, max_rank=10)
+    for s, final in rerank_distances(q, g, k1=6, k2=3, chunk=4):
+        scorer.add(final, q_pids[s:s + len(final)], q_cams[s:s + len(final)])
+    streamed = scorer.result()
+    ranked = evaluate_ranked(rerank(q, g, k1=6, k2=3)[1], q_pids, g_pids, q_cams, g_cams, max_rank=10)
+    np.testing.assert_allclose(streamed.cmc, ranked.cmc)
+    assert streamed.mAP == pytest.approx(ranked.mAP) and streamed.mINP == pytest.approx(ranked.mINP)
+
+
+def test_top_k_stable_breaks_ties_by_index():
+    rng = np.random.default_rng(8)
+    for _ in range(50):
+        c, g = int(rng.integers(1, 6)), int(rng.integers(1, 30))
+        dist = rng.integers(0, 4, (c, g)).astype(np.float32)  # many ties, also across the k-th place
+        k = int(rng.integers(1, g + 1))
+        d, idx = top_k_stable(dist, k)
+        expect = np.argsort(dist, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(idx, expect)
+        np.testing.assert_array_equal(d, np.take_along_axis(dist, expect, 1))

@@ -2,14 +2,16 @@ import dataclasses
 
 import pytest
 import torch
-from modelutil import loss_history
+from modelutil import build, loss_history
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from reid.config import ConfigError, from_mapping
+from reid.modeling import MODEL_INPUTS
 from reid.modeling.backbone import ResNetTrunk
 from reid.modeling.baseline import GlobalEncoder
-from reid.modeling.build import MODEL_NAMES, ModelConfig, build_model
+from reid.modeling.build import MODEL_NAMES, build_model
+from reid.modeling.config import ModelConfig
 from reid.modeling.san import (
     DECODER_WIDTHS,
     SANPG,
@@ -21,9 +23,9 @@ from reid.modeling.san import (
 )
 from reid.parts import N_PARTS, atlas_shape
 
-S, T = 16, 8  # tiny DSAP size and texture tile
-CFG = ModelConfig(backbone="resnet18", pretrained=None, width_mult=0.125, dsap_size=S, id_head_hidden=32,
-                  texture_tile=T, decoder_width_mult=0.125)
+S, T = 16, 8  # tiny DSAP size and texture tile (modelutil.build's defaults)
+CFG = ModelConfig(backbone="resnet18", pretrained=None, width_mult=0.125, id_head_hidden=32,
+                  decoder_width_mult=0.125)
 R18 = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
 
 
@@ -58,7 +60,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 @pytest.fixture(scope="module")
 def models():
     torch.manual_seed(0)
-    return {name: build_model(name, 3, CFG) for name in ("baseline", "dsa", "san", "dsa_san")}
+    return {name: build(name, 3, CFG) for name in ("baseline", "dsa", "san", "dsa_san")}
 
 
 # --- encoder levels ---
@@ -97,7 +99,7 @@ def test_decoder_levels_widths_and_no_transposed_convs():
     assert tuple(texture.shape) == (2, 3, 48, 32)
     full = SADecoder({"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}, (192, 128))
     assert full.widths == (256, 64, 32, 16) and full.reduce4[0].out_channels == 512
-    for model in (dec, full, SANPG("resnet18", None, T), build_model("san", 3, CFG), build_model("dsa_san", 3, CFG)):
+    for model in (dec, full, SANPG("resnet18", None, T), build("san", 3, CFG), build("dsa_san", 3, CFG)):
         assert not any(isinstance(m, nn.ConvTranspose2d | nn.ConvTranspose1d | nn.ConvTranspose3d)
                        for m in model.modules())
 
@@ -213,7 +215,7 @@ def test_interface_and_loss_terms(models, name, inputs):
         feats = model.forward_features(batch["image"])
         assert feats.shape == (6, model.feature_dim)
         assert torch.equal(model.inference_model()(batch["image"]), feats)
-    with pytest.raises(ValueError, match="model.texture_tile"):
+    with pytest.raises(ValueError, match="texture_tile T=8"):
         model.losses(out, dict(batch, texture=torch.zeros(6, 3, 24, 16)))
     with pytest.raises(KeyError, match="texture"):
         model.losses(out, {k: v for k, v in batch.items() if k != "texture"})
@@ -248,7 +250,7 @@ def test_san_inference_is_the_bare_encoder(models):
 
 def test_san_official_fc_feature():
     cfg = ModelConfig(**{**CFG.__dict__, "san_fc_dim": 16})
-    san = build_model("san", 3, cfg).eval()
+    san = build("san", 3, cfg).eval()
     with torch.no_grad():
         assert san.forward_features(torch.randn(2, 3, 64, 32)).shape == (2, 16)
     assert n_params(san.inference_model()) == n_params(GlobalEncoder(CFG)) + 512 * 16 + 16 + 2 * 16
@@ -266,8 +268,8 @@ def test_dsa_san_inference_equals_dsa(models):
 def test_config_errors_name_the_parameter():
     with pytest.raises(ConfigError, match="decoder_width_mult"):
         from_mapping(ModelConfig, {"decoder_width_mult": 0.0}, "model")
-    with pytest.raises(ConfigError, match="texture_tile"):
-        from_mapping(ModelConfig, {"texture_tile": 0}, "model")
+    with pytest.raises(ConfigError, match="unknown parameter.*texture_tile"):  # T is the texture cache's
+        from_mapping(ModelConfig, {"texture_tile": 32}, "model")
     with pytest.raises(ConfigError, match="recon_weight"):
         from_mapping(ModelConfig, {"recon_weight": -1.0}, "model")
     with pytest.raises(ConfigError, match="decoder_triplet_distance"):
@@ -275,12 +277,22 @@ def test_config_errors_name_the_parameter():
     assert ModelConfig().decoder_triplet_distance == "normalized"
 
 
+@pytest.mark.parametrize("name", ["san", "dsa_san"])
+def test_the_decoder_atlas_follows_the_texture_tile_it_is_given(name):
+    with pytest.raises(ValueError, match="needs texture_tile"):
+        build_model(name, 3, CFG, **({"dsap_size": S} if "dsap" in MODEL_INPUTS[name] else {}))
+    model = build(name, 3, CFG, texture_tile=4).train()
+    assert model.texture_tile == 4
+    batch = tiny_batch()
+    assert model(batch)["texture"].shape[-2:] == atlas_shape(4)[:2]  # [6T, 4T]
+
+
 # --- training reduces the loss ---
 
 @pytest.mark.parametrize("name", ["san", "dsa_san"])
 def test_a_few_steps_reduce_the_loss(name):
     torch.manual_seed(0)
-    model = build_model(name, 3, CFG).train()
+    model = build(name, 3, CFG).train()
     batch = tiny_batch(seed=1)
     history = loss_history(model, batch, lr=1e-3)
     total = [sum(h.values()) for h in history]
@@ -306,7 +318,7 @@ def test_decoder_triplet_leaves_the_margin_when_training():
     # The official whole-map MSE sat at margin x 4 levels = 1.2 for every epoch of the pipeline;
     # on normalised maps the constraints are met within a few steps, all loss terms training.
     torch.manual_seed(0)
-    model = build_model("san", 4, dataclasses.replace(CFG, decoder_triplet_distance="normalized")).train()
+    model = build("san", 4, dataclasses.replace(CFG, decoder_triplet_distance="normalized")).train()
     opt = torch.optim.Adam(model.parameters(), lr=8e-4, weight_decay=5e-4)
     history = []
     for batch in identity_batches(20):

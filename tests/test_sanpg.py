@@ -10,29 +10,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from killutil import Killed, kill_on_call
+from killutil import Killed, kill_on_call, live_steps
 
+import reid.engine.loop
 from reid.config import ConfigError, from_mapping
 from reid.data.manifest import SCHEMA, write_manifest
 from reid.data.transforms import texture_tensor
+from reid.engine.artifacts import NetworkFolder
 from reid.io import decode_png, encode_png, write_image
 from reid.parts import atlas_shape
-from reid.sanpg import (
-    SanPGConfig,
-    TextureConfig,
-    TextureScore,
-    build_sanpg,
-    build_texture_cache,
-    load_pit,
-    load_sanpg,
-    mean_texture,
-    save_sanpg,
-    split_by_texture,
-    texture_l1,
-    textures_tensor,
-    to_uint8,
-    train_sanpg,
-)
+from reid.sanpg.cache import TextureScore, build_texture_cache
+from reid.sanpg.config import SanPGConfig, TextureConfig
+from reid.sanpg.data import load_pit, mean_texture, split_by_texture, textures_tensor, to_uint8
+from reid.sanpg.inference import mean_texture_l1, texture_l1
+from reid.sanpg.model import FORMAT, build_sanpg, load_sanpg, save_sanpg
+from reid.sanpg.train import SanPGTask, train_sanpg
 
 TILE = 4  # atlas 24 x 16
 TINY = dict(backbone="resnet18", pretrained=None, tile=TILE, width_mult=0.125, height=32, width=16, epochs=3,
@@ -95,6 +87,7 @@ def test_mean_texture_floor_hand_checked(tmp_path):
     idx = np.array([0, 3, 4, 5])  # 1 pair of black, 3 of white: mean grey level 191.25 -> 0.5
     mean = mean_texture(data, idx)
     assert mean.shape == (3, 24, 16) and torch.allclose(mean, torch.full_like(mean, 0.5))
+    assert mean_texture_l1(mean, data, np.array([0, 3])) == pytest.approx(1.0)  # |0.5 + 1| and |0.5 - 1|
     score = TextureScore(mean.permute(1, 2, 0).double().numpy())
     white, black = np.full((24, 16, 3), 255, np.uint8), np.zeros((24, 16, 3), np.uint8)
     score.update(white, white, pid=7)  # pseudo exact; floor |0.5 - 1| = 0.5
@@ -117,9 +110,26 @@ def test_training_reduces_l1_on_a_fixed_batch(tmp_path):
     cfg = tiny_config(epochs=6, batch_size=4, lr=3e-3, height=64, width=32)  # one batch: 6 steps on it
     torch.manual_seed(0)
     model = build_sanpg(cfg.arch(), decoder_init="pytorch")
-    outcome = train_sanpg(model, data, np.arange(4), np.arange(2), cfg, progress=False)
-    losses = [h["train_l1"] for h in outcome.history]
+    result = train_sanpg(model, data, np.arange(4), np.arange(2), cfg)
+    losses = [h["loss_l1"] for h in result.history]
     assert len(losses) == 6 and min(losses[-2:]) < 0.85 * losses[0]
+    assert all(h["loss"] == h["loss_l1"] and 0 < h["heldout_l1"] < 2 for h in result.history)
+
+
+def test_task_batches_cover_the_train_pairs_once_per_epoch(tmp_path):
+    data = load_pit(make_pit(tmp_path), TILE, progress=False)
+    train = np.arange(1, 11)
+    cfg = tiny_config(batch_size=4)
+    task = SanPGTask(build_sanpg(cfg.arch()), data, train, cfg)
+    torch.manual_seed(0)
+    batches = task.batches(0)
+    assert len(batches) == 3
+    built = list(batches)
+    assert [len(b["image"]) for b in built] == [4, 4, 2]
+    assert built[0]["image"].shape == (4, 3, 32, 16) and built[0]["texture"].shape == (4, 3, 24, 16)
+    # every train pair once, each with its own (never augmented) atlas
+    shown = torch.cat([b["texture"] for b in built])
+    assert sorted(to_uint8(shown).reshape(10, -1).tolist()) == sorted(data.targets(train).reshape(10, -1).tolist())
 
 
 def test_decoder_init_choice():
@@ -136,33 +146,6 @@ def test_decoder_init_choice():
 
 
 @pytest.mark.slow
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
-    data = load_pit(make_pit(tmp_path / "pit", poses=2), TILE, progress=False)
-    train, held = split_by_texture(data.texture_of, 0.25, seed=0)
-    cfg = tiny_config(epochs=2, batch_size=6, crop_scale=1.125, erasing_p=0.5)  # augmentation on
-
-    def fresh():
-        torch.manual_seed(cfg.seed)
-        return build_sanpg(cfg.arch())
-
-    def run(model, directory, config=cfg, stop_after=None):
-        epochs = []
-        train_sanpg(model, data, train, held, config, tmp_path / directory, stop_after=stop_after,
-                    on_epoch=lambda e, m: epochs.append(e), progress=False)
-        return epochs
-
-    whole = fresh()
-    assert run(whole, "a") == [0, 1]
-    assert run(fresh(), "b", stop_after=1) == [0]  # killed after epoch 1
-    resumed = fresh()  # a new process: initial weights, the rest from the checkpoint
-    assert run(resumed, "b") == [1]
-    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
-    # a checkpoint written with other settings is not resumed
-    with pytest.warns(UserWarning, match="other settings"):
-        assert run(fresh(), "b", tiny_config(epochs=2, batch_size=6, lr=1e-3), stop_after=1) == [0]
-
-
 class _Images(torch.utils.data.Dataset):
     def __init__(self, images: torch.Tensor):
         self.images = images
@@ -210,16 +193,31 @@ def test_model_file_round_trip(tmp_path):
     torch.manual_seed(1)
     model = build_sanpg(cfg.arch()).eval()
     mean = torch.rand(3, 24, 16) * 2 - 1
-    save_sanpg(tmp_path / "model.pt", model, cfg.arch(), mean)
-    save_sanpg(tmp_path / "again.pt", model, cfg.arch(), mean)
-    assert (tmp_path / "again.pt").read_bytes() == (tmp_path / "model.pt").read_bytes()  # bytes follow contents only
-    loaded, arch, loaded_mean = load_sanpg(tmp_path / "model.pt")
-    assert arch == cfg.arch() and torch.equal(loaded_mean, mean)
+    folders = [NetworkFolder.at(tmp_path / name, tmp_path / "curves") for name in ("a", "b")]
+    for folder in folders:
+        save_sanpg(folder, model, cfg.arch(), mean)
+    for name in ("model.pt", "model.json", "mean_texture.pt"):  # bytes follow contents only
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    state = torch.load(folders[0].model, weights_only=True)
+    assert state.keys() == model.state_dict().keys()  # the network's state dict, nothing beside it
+    assert json.loads(folders[0].info.read_text())["format"] == FORMAT
+    loaded, arch, loaded_mean = load_sanpg(tmp_path / "a")
+    assert arch == cfg.arch() and torch.equal(loaded_mean, mean) and not loaded.training
     x = torch.randn(2, 3, 32, 16)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
-    with pytest.raises(FileNotFoundError, match="train_sanpg"):
-        load_sanpg(tmp_path / "missing.pt")
+    with pytest.raises(FileNotFoundError, match="missing/model.json.*train_sanpg"):
+        load_sanpg(tmp_path / "missing")
+    folders[1].info.write_text('{"format": "reid-model/2"}')
+    with pytest.raises(ValueError, match="b/model.json.*reid-sanpg/v1"):
+        load_sanpg(tmp_path / "b")
+    torch.save({"mean_texture": torch.zeros(3, 8, 8)}, tmp_path / "a" / "mean_texture.pt")
+    with pytest.raises(ValueError, match="mean_texture.pt"):
+        load_sanpg(tmp_path / "a")
+
+
+SANPG_ARGS = ["--out", "data/sanpg", "--curves", "metrics/train/sanpg", "--samples", "data/sanpg/samples.png",
+              "--metrics", "metrics/sanpg.json"]
 
 
 @pytest.mark.slow
@@ -242,17 +240,22 @@ def test_stages_end_to_end(tmp_path, monkeypatch):
     params = {"train_sanpg": {**TINY, "epochs": 1, "pit_root": str(tmp_path / "pit")}, "texture": {"batch_size": 2, "device": "cpu"}}
     monkeypatch.setattr(stages.common, "read_params", lambda *a, **k: params)
     monkeypatch.chdir(tmp_path)
-    stages.train_sanpg.main()
+    stages.train_sanpg.main(SANPG_ARGS)
     metrics = json.loads((tmp_path / "metrics/sanpg.json").read_text())
     assert metrics["n_heldout_textures"] == 1 and metrics["n_train_pairs"] == 9 and metrics["epochs"] == 1
     assert 0 < metrics["heldout_l1"] < 2 and 0 < metrics["heldout_l1_mean_texture"] < 2
-    assert (tmp_path / "data/sanpg/samples.png").is_file() and (tmp_path / "data/sanpg/checkpoint/last.pt").is_file()
+    assert 0 < metrics["train_l1"] < 2
+    for name in ("model.pt", "model.json", "mean_texture.pt", "samples.png", "checkpoint/last.pt"):
+        assert (tmp_path / "data/sanpg" / name).is_file(), name
     assert (tmp_path / "metrics/train/sanpg/metrics.json").is_file()
-    assert not {"train_time_s", "images_per_s"} & set(metrics)  # timings live apart from the tracked metrics
+    record = json.loads((tmp_path / "metrics/train/sanpg.json").read_text())
+    assert record["epochs"] == 1 and record["steps"] == 3 and record["last_epoch_losses"].keys() == {"l1"}
+    assert not {"train_time_s", "images_per_s"} & (set(metrics) | set(record))  # timings live apart
     assert json.loads((tmp_path / "data/sanpg/timing.json").read_text())["images_per_s"] > 0
 
-    monkeypatch.setattr(stages.texture, "MANIFEST", tmp_path / "manifest.parquet")
-    stages.texture.main()
+    stages.texture.main(["--manifest", "manifest.parquet", "--sanpg", "data/sanpg", "--out", "data/texture.parquet",
+                         "--samples", "data/texture_samples.png", "--timing", "data/texture_timing.json",
+                         "--metrics", "metrics/texture.json"])
     table = pq.read_table(tmp_path / "data/texture.parquet")
     assert table["image_id"].to_pylist() == [r["image_id"] for r in rows]
     assert decode_png(table["texture"][0].as_py()).shape == atlas_shape(TILE)
@@ -268,7 +271,6 @@ def test_stages_end_to_end(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_a_kill_between_logging_and_checkpointing_logs_each_epoch_once(tmp_path, monkeypatch):
-    import reid.sanpg
     import stages.common
     import stages.train_sanpg
 
@@ -277,11 +279,10 @@ def test_a_kill_between_logging_and_checkpointing_logs_each_epoch_once(tmp_path,
     monkeypatch.setattr(stages.common, "read_params", lambda *a, **k: params)
     monkeypatch.chdir(tmp_path)
     with monkeypatch.context() as patch:
-        kill_on_call(patch, reid.sanpg, "save_checkpoint", 2)  # epoch 2 is logged, its checkpoint never written
+        kill_on_call(patch, reid.engine.loop, "save_checkpoint", 2)  # epoch 2 is logged, its checkpoint never written
         with pytest.raises(Killed):
-            stages.train_sanpg.main()
-    stages.train_sanpg.main()  # resumes at epoch 2
-    curves = sorted((tmp_path / "metrics/train/sanpg/plots/metrics").glob("*.tsv"))
-    assert [c.stem for c in curves] == ["heldout_l1", "lr", "train_l1"]  # no timing curves
-    for curve in curves:
-        assert [row.split("\t")[0] for row in curve.read_text().splitlines()[1:]] == ["0", "1", "2"], curve.name
+            stages.train_sanpg.main(SANPG_ARGS)
+    stages.train_sanpg.main(SANPG_ARGS)  # resumes at epoch 2
+    steps = live_steps(tmp_path / "metrics/train/sanpg")
+    assert sorted(steps) == ["heldout_l1", "loss", "loss_l1", "lr"]  # no timing curves
+    assert all(column == [0, 1, 2] for column in steps.values()), steps

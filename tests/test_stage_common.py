@@ -58,7 +58,8 @@ def test_run_lets_an_unexpected_error_through():
 
 
 def test_stage_with_a_bad_param_prints_one_line_and_no_traceback(tmp_path):
-    done = _run_stage(tmp_path, {"train": {"p": 1}}, "stages.train", "baseline")
+    done = _run_stage(tmp_path, {"train": {"p": 1}}, "stages.train", "baseline", "--manifest", "m.parquet",
+                      "--dsap", "d.parquet", "--texture", "t.parquet", "--out", "model", "--curves", "curves")
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [
@@ -66,6 +67,7 @@ def test_stage_with_a_bad_param_prints_one_line_and_no_traceback(tmp_path):
 
 
 def test_stage_with_an_unexpected_error_keeps_its_traceback(tmp_path):
-    done = _run_stage(tmp_path, {"dsap": {"grid": 4}}, "stages.dsap")  # valid params, no data/manifest.parquet
+    done = _run_stage(tmp_path, {"dsap": {"grid": 4}}, "stages.dsap", "--manifest", "data/manifest.parquet",
+                      "--iuv", "iuv.parquet", "--out", "dsap.parquet", "--samples", "s.png")  # valid params, no manifest
     assert done.returncode not in (0, 2)
     assert "Traceback" in done.stderr and "manifest" in done.stderr

@@ -24,7 +24,9 @@ def _run(tmp_path: Path, params: dict, *args: str) -> subprocess.CompletedProces
 
 
 def test_stage_writes_market_pit_and_contact_sheet(tmp_path):
-    done = _run(tmp_path, MICRO, "market", "pit")  # MICRO has no synthesize.pretrain (tests/test_pretrain.py)
+    done = _run(tmp_path, MICRO, "market", "--out", "data/synth/market", "--sheet", "data/synth/contact_sheet.png")
+    assert done.returncode == 0, done.stderr
+    done = _run(tmp_path, MICRO, "pit", "--out", "data/synth/pit")  # MICRO has no synthesize.pretrain (test_pretrain)
     assert done.returncode == 0, done.stderr
     synth = tmp_path / "data" / "synth"
     assert sorted(p.name for p in synth.iterdir()) == ["contact_sheet.png", "market", "pit"]
@@ -36,6 +38,6 @@ def test_stage_writes_market_pit_and_contact_sheet(tmp_path):
 
 def test_stage_names_a_bad_parameter(tmp_path):
     bad = {"synthesize": {**MICRO["synthesize"], "world": {**MICRO["synthesize"]["world"], "n_cameras": 1}}}
-    done = _run(tmp_path, bad, "market")
+    done = _run(tmp_path, bad, "market", "--out", "data/synth/market", "--sheet", "data/synth/contact_sheet.png")
     assert done.returncode != 0 and "synthesize.world" in done.stderr and "n_cameras" in done.stderr
     assert not (tmp_path / "data" / "synth" / "market").exists()

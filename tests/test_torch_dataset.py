@@ -1,4 +1,5 @@
-"""ReidDataset: manifest paths (relative and absolute), labels, DSAP cache alignment and errors."""
+"""ReidDataset: manifest paths (relative and absolute), labels, DSAP cache alignment and errors;
+the caches' S and T (cache_shapes)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from reid.data.torch_dataset import ReidDataset, manifest_split
+from reid.data.torch_dataset import ReidDataset, cache_shapes, manifest_split
 from reid.data.transforms import eval_transform
 from reid.io import write_image, write_parquet_atomic
 
@@ -51,3 +52,17 @@ def test_missing_dsap_entry_names_the_image(tmp_path) -> None:
     write_parquet_atomic(tmp_path / "partial.parquet", partial, {"size": 4})
     with pytest.raises(ValueError, match="partial.parquet: no dsap for 2 image.*img1"):
         ReidDataset(manifest_split(manifest_path), eval_transform((16, 8)), dsap_path=tmp_path / "partial.parquet")
+
+
+def test_cache_shapes_reads_s_and_t_from_the_caches_a_model_reads(tmp_path) -> None:
+    _, dsap_path = write_data(tmp_path, s=6)
+    texture = tmp_path / "texture.parquet"
+    write_parquet_atomic(texture, pa.table({"image_id": ["img0"], "texture": [b"png"]}), {"tile": 16})
+    missing = tmp_path / "none.parquet"
+    assert cache_shapes((), missing, missing) == {}  # baseline: no cache is opened
+    assert cache_shapes(("dsap",), dsap_path, missing) == {"dsap_size": 6}
+    assert cache_shapes(("dsap", "texture"), dsap_path, texture) == {"dsap_size": 6, "texture_tile": 16}
+    with pytest.raises(FileNotFoundError, match="none.parquet"):
+        cache_shapes(("texture",), dsap_path, missing)
+    with pytest.raises(ValueError, match="dsap.parquet: schema metadata lacks 'tile'"):
+        cache_shapes(("texture",), dsap_path, dsap_path)

@@ -14,11 +14,18 @@ Conventions shared by all loaders:
   (all wrongly named files in one error). Pass a ``rejects`` list to skip wrongly named
   files instead; each is appended there as a `Reject`.
 
+``custom`` reads your own manifest file (CSV or Parquet: ``path, pid, camid, split`` and an
+optional ``label``) instead of a folder layout; every bad row is reported in one error naming its
+line (CSV, header = line 1) or row (Parquet, 0-based) and column.
+
 Images are not decoded here; `reid.data.manifest` does that.
 """
 
 from __future__ import annotations
 
+import csv
+import os
+import posixpath
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,11 +33,15 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import scipy.io
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 Split = Literal["train", "query", "gallery"]
 SPLITS: tuple[str, ...] = ("train", "query", "gallery")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
+# The synthetic world's extra renders of training identities (Market layout beside bounding_box_train),
+# for the lite DensePose only; not a reID split.
+DENSEPOSE_FOLDER = "densepose_train"
 
 
 class DatasetError(ValueError):
@@ -165,6 +176,8 @@ def load_cuhk03(root: str | Path, kind: Literal["labeled", "detected"] = "labele
     root = Path(root)
     mat_path = _require_file(root / f"cuhk03_new_protocol_config_{kind}.mat")
     image_dir = _require_dir(root / f"images_{kind}")
+    import scipy.io  # here: only CUHK03's .mat splits need it, and it is slow to import
+
     try:
         mat = scipy.io.loadmat(mat_path)
     except (scipy.io.matlab.MatReadError, ValueError, NotImplementedError, OSError) as err:
@@ -270,15 +283,291 @@ def load_cuhk01(root: str | Path, *, seed: int = 0, rejects: list[Reject] | None
     return sort_records(records)
 
 
+# ----------------------------------------------------------------------------- custom (your own manifest)
+
+CUSTOM_REQUIRED: tuple[str, ...] = ("path", "pid", "camid", "split")
+CUSTOM_OPTIONAL: tuple[str, ...] = ("label",)
+CUSTOM_SUFFIXES = frozenset({".csv", ".parquet", ".pq"})
+CUSTOM_FILES: tuple[str, ...] = ("manifest.csv", "manifest.parquet")  # looked for when the root is a folder
+SameCamera = Literal["exclude", "keep"]
+_INTEGER = re.compile(r"^[+-]?\d+$")
+
+
+@dataclass(frozen=True)
+class CustomRow:
+    where: str  # as the user finds it: "line 5" (CSV, header = line 1) or "row 3" (Parquet, 0-based)
+    record: ImageRecord
+    label: int | None  # the manifest's train label; None without a label column and on query/gallery rows
+
+
+@dataclass
+class CustomManifest:
+    """A validated custom manifest: its rows in file order and the notes worth printing."""
+
+    source: Path  # the CSV or Parquet file; record paths are relative to its folder
+    rows: list[CustomRow]
+    notes: list[str]
+
+    @property
+    def root(self) -> Path:
+        return self.source.parent
+
+    @property
+    def records(self) -> list[ImageRecord]:
+        return sort_records(r.record for r in self.rows)
+
+    def where_of(self) -> dict[str, str]:
+        """Record path -> its line/row, to name rows in errors found later (unreadable images)."""
+        return {r.record.path: r.where for r in self.rows}
+
+    def labels(self) -> dict[int, int] | None:
+        """The manifest's label per train pid, or None when it has no label column."""
+        if not any(r.label is not None for r in self.rows):
+            return None
+        return {r.record.pid: r.label for r in self.rows if r.label is not None}
+
+
+def custom_root(root: str | Path) -> Path:
+    """The folder a custom manifest's paths are relative to: the file's folder, or `root` if it is the folder.
+
+    Decided by the suffix alone (no file system access): PrepareConfig.dataset_root calls it.
+    """
+    root = Path(root)
+    return root.parent if root.suffix.lower() in CUSTOM_SUFFIXES else root
+
+
+def custom_manifest_file(root: str | Path) -> Path:
+    """The manifest file `root` names: the file itself, or the one manifest.csv / manifest.parquet in a folder."""
+    root = Path(root)
+    if root.suffix.lower() in CUSTOM_SUFFIXES:
+        return _require_file(root)
+    if not root.is_dir():
+        raise DatasetError(f"custom dataset: expected a manifest file (.csv, .parquet) or a folder holding "
+                           f"{' or '.join(CUSTOM_FILES)}, got {root} (not found)")
+    found = [root / name for name in CUSTOM_FILES if (root / name).is_file()]
+    if len(found) != 1:
+        raise DatasetError(f"{root}: expected exactly one of {', '.join(CUSTOM_FILES)}, found "
+                           f"{', '.join(p.name for p in found) or 'neither'}")
+    return found[0]
+
+
+Cells = list[tuple[str, dict[str, object]]]  # (where, {column: value}) per row
+
+
+def _csv_cells(path: Path, errors: list[str]) -> tuple[list[str], Cells]:
+    """Header and rows of a CSV file; stdlib csv because it knows each row's line number."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel writes a BOM
+            reader = csv.reader(f)
+            header = [h.strip() for h in next(reader, [])]
+            cells: Cells = []
+            for fields in reader:
+                if not any(v.strip() for v in fields):
+                    continue  # a blank line
+                where = f"line {reader.line_num}"
+                if len(fields) != len(header):
+                    errors.append(f"{where}: {len(fields)} field(s), the header has {len(header)}")
+                    continue
+                cells.append((where, {h: (v.strip() or None) for h, v in zip(header, fields, strict=True)}))
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: not UTF-8 text ({err})") from None
+    except csv.Error as err:
+        raise DatasetError(f"{path}: not a readable CSV file ({err})") from None
+    if not header:
+        raise DatasetError(f"{path}: empty file, expected the header line {','.join(CUSTOM_REQUIRED)}")
+    return header, cells
+
+
+def _parquet_cells(path: Path) -> tuple[list[str], Cells]:
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise DatasetError(f"{path}: not a readable Parquet file ({err})") from None
+    return table.column_names, [(f"row {i}", row) for i, row in enumerate(table.to_pylist())]
+
+
+def _as_int(value: object) -> int | None:
+    """An integer cell (text digits, an int, or a float with an integral value as pandas writes), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _INTEGER.match(value.strip()):
+        return int(value)
+    return None
+
+
+def _as_text(value: object) -> str | None:
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+def _custom_row(where: str, cells: dict[str, object], has_label: bool, errors: list[str]) -> CustomRow | None:
+    """One row as a CustomRow, or None after appending every problem it has to `errors`."""
+    n_errors = len(errors)
+
+    def bad(column: str, message: str) -> None:
+        errors.append(f"{where}, column {column}: {message}")
+
+    path, split = _as_text(cells["path"]), _as_text(cells["split"])
+    pid, camid = _as_int(cells["pid"]), _as_int(cells["camid"])
+    if path is None:
+        bad("path", f"expected a file path, got {cells['path']!r}")
+    if split not in SPLITS:
+        bad("split", f"{cells['split']!r} is not one of {', '.join(SPLITS)}")
+    if pid is None:
+        bad("pid", f"expected an integer, got {cells['pid']!r}")
+    elif pid < -1:
+        bad("pid", f"{pid}: identities are >= 0, or -1 for junk (gallery rows only)")
+    elif pid == -1 and split in ("train", "query"):
+        bad("pid", f"-1 (junk) is for gallery rows only: a {split} row needs an identity")
+    if camid is None:
+        bad("camid", f"expected an integer, got {cells['camid']!r}")
+    elif camid < 0:
+        bad("camid", f"{camid}: camera ids are >= 0")
+    label = _as_int(cells.get("label"))
+    if has_label and split == "train" and (label is None or label < 0):
+        bad("label", f"expected an integer >= 0 on a train row, got {cells['label']!r} (or drop the label column)")
+    elif has_label and split in ("query", "gallery") and cells["label"] is not None and label != -1:
+        bad("label", f"{cells['label']!r}: only train rows take a label; leave it empty or -1 on {split} rows")
+    if len(errors) > n_errors:
+        return None
+    record = ImageRecord(posixpath.normpath(path), pid, camid, split)
+    return CustomRow(where, record, label if has_label and split == "train" else None)
+
+
+def _duplicate_path_errors(rows: list[CustomRow], root: Path) -> list[str]:
+    """Rows naming a file an earlier row names already (also across splits: a query in the gallery is a leak)."""
+    first: dict[str, str] = {}
+    errors = []
+    for row in rows:
+        key = os.path.normpath(root / row.record.path)
+        if key in first:
+            errors.append(f"{row.where}, column path: {row.record.path} is listed already on {first[key]}")
+        first.setdefault(key, row.where)
+    return errors
+
+
+def _empty_split_errors(rows: list[CustomRow]) -> list[str]:
+    present = {r.record.split for r in rows}
+    return [f"column split: no {split} rows (train is learned from, query and gallery are evaluated)"
+            for split in SPLITS if split not in present]
+
+
+def _label_errors(rows: list[CustomRow]) -> list[str]:
+    """The label column must map train pids one to one onto 0..n-1."""
+    label_of: dict[int, tuple[int, str]] = {}
+    pid_of: dict[int, tuple[int, str]] = {}
+    errors = []
+    for row in rows:
+        if row.label is None:
+            continue
+        pid, label = row.record.pid, row.label
+        if label_of.setdefault(pid, (label, row.where))[0] != label:
+            errors.append(f"{row.where}, column label: pid {pid} has label {label} here, "
+                          f"{label_of[pid][0]} on {label_of[pid][1]}")
+        elif pid_of.setdefault(label, (pid, row.where))[0] != pid:
+            errors.append(f"{row.where}, column label: label {label} is pid {pid} here, "
+                          f"pid {pid_of[label][0]} on {pid_of[label][1]}")
+    if errors:
+        return errors
+    n = len(label_of)
+    return [f"{where}, column label: {label} is out of range: labels are 0..{n - 1}, one per train identity ({n})"
+            for label, (_, where) in sorted(pid_of.items()) if label >= n]
+
+
+def _custom_notes(source: Path, columns: list[str], rows: list[CustomRow], *, folder_form: bool) -> list[str]:
+    notes = []
+    if extra := [c for c in columns if c not in CUSTOM_REQUIRED + CUSTOM_OPTIONAL]:
+        notes.append(f"ignored column(s) {', '.join(extra)}: only {', '.join(CUSTOM_REQUIRED + CUSTOM_OPTIONAL)} "
+                     "are read")
+    if not folder_form:
+        notes.append(f"prepare.root names the file, so DVC tracks it but not the images: set prepare.root to its "
+                     f"folder {source.parent} (the file named {' or '.join(CUSTOM_FILES)}) to track both")
+    outside = [r for r in rows if posixpath.isabs(r.record.path) or r.record.path.startswith("../")]
+    if folder_form and outside:
+        notes.append(f"{len(outside)} image(s) lie outside {source.parent}, which DVC does not track, "
+                     f"e.g. {outside[0].where}: {outside[0].record.path}")
+    train = {r.record.pid for r in rows if r.record.split == "train"}
+    if shared := sorted(train & {r.record.pid for r in rows if r.record.split != "train"}):
+        notes.append(f"{len(shared)} identity(ies) are in train and in query/gallery (e.g. pid {shared[0]}): "
+                     "the usual protocols keep them disjoint, and scores on seen identities read optimistic")
+    return notes
+
+
+def read_custom(root: str | Path) -> CustomManifest:
+    """Read and check a custom manifest: one DatasetError lists every bad row and column.
+
+    `root` is the manifest file (.csv, .parquet) or a folder holding manifest.csv or manifest.parquet.
+    Unknown columns are ignored with a note: exports from labelling tools carry extra columns, and
+    only the optional ``label`` could be lost to a typo (the note names what was ignored).
+    """
+    source = custom_manifest_file(root)
+    errors: list[str] = []
+    if source.suffix.lower() == ".csv":
+        columns, cells = _csv_cells(source, errors)
+    else:
+        columns, cells = _parquet_cells(source)
+    dup_columns = sorted({c for c in columns if columns.count(c) > 1})
+    missing = [c for c in CUSTOM_REQUIRED if c not in columns]
+    if missing or dup_columns:
+        problem = f"missing column(s) {', '.join(missing)}" if missing else f"repeated column(s) {', '.join(dup_columns)}"
+        raise DatasetError(f"{source}: {problem}; the header is {', '.join(columns) or '(empty)'}, "
+                           f"expected {', '.join(CUSTOM_REQUIRED)} (and optional {', '.join(CUSTOM_OPTIONAL)})")
+    if not cells and not errors:
+        raise DatasetError(f"{source}: no rows below the header")
+    has_label = "label" in columns
+    rows = [row for where, values in cells if (row := _custom_row(where, values, has_label, errors)) is not None]
+    errors += _duplicate_path_errors(rows, source.parent)
+    if not errors:  # with a bad cell, an empty split or a label gap may just be that cell
+        errors = _empty_split_errors(rows) + _label_errors(rows)
+    if errors:
+        raise DatasetError(f"{source}: {len(errors)} problem(s):\n  " + "\n  ".join(errors))
+    return CustomManifest(source, rows, _custom_notes(source, columns, rows, folder_form=source != Path(root)))
+
+
+def load_custom(root: str | Path, *, rejects: list[Reject] | None = None) -> list[ImageRecord]:
+    """Records of a custom manifest (see `read_custom`), paths relative to its folder (or absolute).
+
+    `rejects` is accepted for a uniform signature: a bad row is an error, never a skipped file.
+    """
+    return read_custom(root).records
+
+
+def unmatched_queries(records: list[ImageRecord], same_camera: SameCamera = "exclude") -> list[tuple[ImageRecord, str]]:
+    """Queries the evaluation will skip, each with why: no gallery image of their pid that the protocol keeps.
+
+    The Market-1501 protocol (same_camera="exclude") discards a query's gallery matches from its own
+    camera; "keep" scores them. Gallery pid -1 is junk and never a match.
+    """
+    cameras: dict[int, set[int]] = {}
+    for r in records:
+        if r.split == "gallery" and r.pid != -1:
+            cameras.setdefault(r.pid, set()).add(r.camid)
+    out = []
+    for q in (r for r in records if r.split == "query"):
+        seen = cameras.get(q.pid, set())
+        if not seen:
+            out.append((q, f"pid {q.pid} is not in the gallery"))
+        elif same_camera == "exclude" and seen == {q.camid}:
+            out.append((q, f"pid {q.pid} is in the gallery only in camera {q.camid}, the query's own, "
+                           "and the protocol discards same-camera matches"))
+    return out
+
+
 # ----------------------------------------------------------------------------- dispatch
 
 DATASETS: tuple[str, ...] = ("synthetic", "market1501", "dukemtmc", "cuhk03_labeled", "cuhk03_detected",
-                             "msmt17", "cuhk01")
+                             "msmt17", "cuhk01", "custom")
 
 
 def load_dataset(name: str, root: str | Path, *, seed: int = 0,
                  rejects: list[Reject] | None = None) -> list[ImageRecord]:
-    """Records of dataset `name` (one of DATASETS) at `root`; `seed` only matters for CUHK01's split."""
+    """Records of dataset `name` (one of DATASETS) at `root`; `seed` only matters for CUHK01's split.
+
+    For ``custom``, `root` is the manifest file (or its folder) and record paths are relative to its folder.
+    """
     loaders: dict[str, Callable[[], list[ImageRecord]]] = {
         "synthetic": lambda: load_synthetic(root, rejects=rejects),
         "market1501": lambda: load_market1501(root, rejects=rejects),
@@ -287,6 +576,7 @@ def load_dataset(name: str, root: str | Path, *, seed: int = 0,
         "cuhk03_detected": lambda: load_cuhk03(root, "detected", rejects=rejects),
         "msmt17": lambda: load_msmt17(root, rejects=rejects),
         "cuhk01": lambda: load_cuhk01(root, seed=seed, rejects=rejects),
+        "custom": lambda: load_custom(root, rejects=rejects),
     }
     if name not in loaders:
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")

@@ -4,11 +4,19 @@ Columns: ``image_id`` (``<split>/<file stem>``, unique and stable), ``split``, `
 ``camid`` (0-based), ``path`` (relative to the dataset root, which the schema metadata
 ``root`` holds), ``height``, ``width`` (decoded, so corrupt files are caught here) and
 ``label`` (contiguous train label 0..N-1 by sorted pid; -1 on query/gallery rows).
+
+A ``custom`` dataset (your own CSV/Parquet manifest, `reid.data.datasets.read_custom`) gives the
+same table: its ``image_id`` is ``<split>/<path without suffix>`` (own data often repeats file
+names across identity folders), its labels are the manifest's own when it has a valid ``label``
+column, and the schema metadata adds ``manifest`` (the source file), ``same_camera`` and ``notes``
+(also printed: ignored columns, queries the evaluation will skip, the camera protocol).
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +26,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from reid.data.datasets import DatasetError, ImageRecord, Reject, load_dataset, sort_records
+from reid.data.datasets import (
+    DatasetError,
+    ImageRecord,
+    Reject,
+    SameCamera,
+    custom_root,
+    load_dataset,
+    read_custom,
+    sort_records,
+    unmatched_queries,
+)
 from reid.io import ImageReadError, parquet_metadata, read_image, write_parquet_atomic, write_text_atomic
 
 SYNTHETIC_ROOT = "data/synth/market"
@@ -34,23 +52,31 @@ class PrepareConfig:
     """params.yaml section ``prepare``."""
 
     dataset: Literal["synthetic", "market1501", "dukemtmc", "cuhk03_labeled", "cuhk03_detected",
-                     "msmt17", "cuhk01"] = "synthetic"
-    # The dataset folder (for every dataset, the synthetic one too). Never null: dvc.yaml depends
-    # on ${prepare.root}, and a null path makes every dvc command fail with "unexpected error".
+                     "msmt17", "cuhk01", "custom"] = "synthetic"
+    # The dataset folder (for every dataset, the synthetic one too; for custom the manifest file or
+    # its folder). Never null: dvc.yaml depends on ${prepare.root}, and a null path makes every dvc
+    # command fail with "unexpected error".
     root: str = SYNTHETIC_ROOT
     on_bad_image: Literal["fail", "skip"] = "fail"
     split_seed: int = 0  # CUHK01's random 485/486 identity split
     num_workers: int = 4  # decoding threads (OpenCV releases the GIL)
+    # custom only: "keep" scores a query's same-camera gallery matches, which the Market-1501
+    # protocol ("exclude") discards; single-camera data has no other matches.
+    same_camera: SameCamera = "exclude"
 
     def validate(self) -> None:
         if not self.root.strip():
             raise ValueError("root must be the dataset folder, got an empty string")
         if self.num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
+        if self.same_camera == "keep" and self.dataset != "custom":
+            raise ValueError(f"same_camera: keep is for dataset custom only; {self.dataset}'s protocol discards "
+                             "same-camera matches, and its published numbers assume it")
 
     @property
     def dataset_root(self) -> str:
-        return self.root
+        """The folder that manifest paths are relative to (for custom: the manifest file's folder)."""
+        return custom_root(self.root).as_posix() if self.dataset == "custom" else self.root
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int] | str:
@@ -84,14 +110,29 @@ def image_id(record: ImageRecord) -> str:
     return f"{record.split}/{Path(record.path).stem}"
 
 
+def path_image_id(record: ImageRecord) -> str:
+    """``<split>/<path without suffix>``: the custom dataset's id, unique where file names repeat across folders."""
+    return f"{record.split}/{posixpath.splitext(record.path)[0].lstrip('/')}"
+
+
+def train_labels(records: list[ImageRecord], given: Mapping[int, int] | None = None) -> dict[int, int]:
+    """`given` (pid -> label) when it maps the train pids of `records` onto 0..n-1, else `assign_labels`."""
+    pids = {r.pid for r in records if r.split == "train"}
+    if given is not None and pids <= given.keys() and {given[p] for p in pids} == set(range(len(pids))):
+        return {p: given[p] for p in pids}
+    return assign_labels(records)
+
+
 def build_manifest(records: list[ImageRecord], root: str | os.PathLike, *,
-                   on_bad_image: Literal["fail", "skip"] = "fail",
-                   num_workers: int = 4) -> tuple[pa.Table, list[Reject]]:
+                   on_bad_image: Literal["fail", "skip"] = "fail", num_workers: int = 4,
+                   image_id_of: Callable[[ImageRecord], str] = image_id,
+                   labels: Mapping[int, int] | None = None) -> tuple[pa.Table, list[Reject]]:
     """Decode every image under `root` and tabulate it; returns (table, rejected images).
 
     on_bad_image="fail" raises ImageReadError listing ALL unreadable paths at once;
-    "skip" drops them from the table and returns them as rejects. Labels are assigned
-    after skipping, so they stay contiguous.
+    "skip" drops them from the table and returns them as rejects. Labels (`labels`, pid ->
+    label, if given and still contiguous, else by sorted pid) are assigned after skipping, so
+    they stay contiguous.
     """
     if on_bad_image not in ("fail", "skip"):
         raise ValueError(f"on_bad_image must be 'fail' or 'skip', got {on_bad_image!r}")
@@ -99,7 +140,7 @@ def build_manifest(records: list[ImageRecord], root: str | os.PathLike, *,
     records = sort_records(records)
     if not records:
         raise DatasetError(f"no images found under {root}")
-    _check_unique_ids(records)
+    _check_unique_ids(records, image_id_of)
     if bad_train := sorted({r.pid for r in records if r.split == "train" and r.pid < 0}):
         raise DatasetError(f"{root}: train records with negative pid(s) {bad_train}")
 
@@ -110,16 +151,16 @@ def build_manifest(records: list[ImageRecord], root: str | os.PathLike, *,
         raise ImageReadError(f"{len(rejects)} unreadable or truncated image(s) (set prepare.on_bad_image: skip "
                              f"to drop them):\n  {lines}")
     kept = [(r, s) for r, s in zip(records, sizes, strict=True) if not isinstance(s, str)]
-    labels = assign_labels([r for r, _ in kept])
+    label_of = train_labels([r for r, _ in kept], labels)
     table = pa.table({
-        "image_id": [image_id(r) for r, _ in kept],
+        "image_id": [image_id_of(r) for r, _ in kept],
         "split": [r.split for r, _ in kept],
         "pid": [r.pid for r, _ in kept],
         "camid": [r.camid for r, _ in kept],
         "path": [r.path for r, _ in kept],
         "height": [s[0] for _, s in kept],
         "width": [s[1] for _, s in kept],
-        "label": [labels.get(r.pid, -1) if r.split == "train" else -1 for r, _ in kept],
+        "label": [label_of.get(r.pid, -1) if r.split == "train" else -1 for r, _ in kept],
     }, schema=SCHEMA)
     return table, rejects
 
@@ -130,6 +171,8 @@ def prepare_manifest(cfg: PrepareConfig) -> tuple[pa.Table, list[Reject]]:
     Wrongly named and unreadable files are all gathered before deciding, so that in fail mode
     one error lists every bad path (a folder with both kinds used to report only the names).
     """
+    if cfg.dataset == "custom":
+        return prepare_custom(cfg)
     root = cfg.dataset_root
     misnamed: list[Reject] = []
     records = load_dataset(cfg.dataset, root, seed=cfg.split_seed, rejects=misnamed)
@@ -141,6 +184,74 @@ def prepare_manifest(cfg: PrepareConfig) -> tuple[pa.Table, list[Reject]]:
     return table, misnamed + unreadable
 
 
+def prepare_custom(cfg: PrepareConfig) -> tuple[pa.Table, list[Reject]]:
+    """`prepare_manifest` for a custom manifest: bad rows and bad images name their line/row; notes printed.
+
+    Queries left without a true match (per `cfg.same_camera`) stay in the table, as the evaluator
+    skips and counts them (n_query - n_query_valid); a manifest where no query has one is an error.
+    """
+    data = read_custom(cfg.root)
+    given = data.labels()
+    table, unreadable = build_manifest(data.records, data.root, on_bad_image="skip", num_workers=cfg.num_workers,
+                                       image_id_of=path_image_id, labels=given)
+    where_of = data.where_of()
+    where_of_file = {str(data.root / path): where for path, where in where_of.items()}  # build_manifest's reject paths
+    unreadable = [Reject(r.path, f"{data.source.name} {where_of_file[r.path]}, column path: "
+                                 f"{r.reason.removesuffix(f': {r.path}')}") for r in unreadable]
+    if cfg.on_bad_image == "fail" and unreadable:
+        raise DatasetError(bad_files_message([], unreadable))
+    kept = [ImageRecord(path, pid, camid, split) for path, pid, camid, split in zip(
+        *(table.column(c).to_pylist() for c in ("path", "pid", "camid", "split")), strict=True)]
+    if emptied := [s for s in ("train", "query", "gallery") if s not in {r.split for r in kept}]:
+        raise DatasetError(f"{data.source}: no readable {' or '.join(emptied)} image left after skipping "
+                           f"{len(unreadable)} unreadable one(s)")
+    notes = data.notes + camera_notes(kept, where_of, cfg.same_camera, data.source)
+    if given is not None and train_labels(kept, given) != given:
+        notes.append("the label column no longer maps the train identities onto 0..n-1 once unreadable images are "
+                     "skipped: labels recomputed by sorted pid")
+    if cfg.same_camera == "keep":
+        table = queries_without_camera(table)
+    for note in notes:
+        print(f"note: {data.source}: {note}")
+    meta = {**(table.schema.metadata or {}), b"manifest": data.source.as_posix().encode(),
+            b"same_camera": cfg.same_camera.encode(), b"notes": "\n".join(notes).encode()}
+    return table.replace_schema_metadata(meta), unreadable
+
+
+def camera_notes(records: list[ImageRecord], where_of: Mapping[str, str], same_camera: SameCamera,
+                 source: Path) -> list[str]:
+    """Notes on the camera protocol and on every query the evaluation will skip; DatasetError if none is left."""
+    cameras = sorted({r.camid for r in records if r.split != "train"})
+    notes = []
+    if same_camera == "keep":
+        notes.append("same_camera: keep: a query's same-camera gallery matches are scored (query rows get camid "
+                     "-1, so the evaluator's same-pid-same-camera rule never fires); not comparable with "
+                     "Market-protocol numbers, and optimistic when query and gallery share frames of one track")
+    elif len(cameras) == 1:
+        raise DatasetError(f"{source}: every query and gallery image is from camera {cameras[0]}: the Market-1501 "
+                           "protocol discards a query's same-camera gallery matches, which leaves no true match "
+                           "at all; set prepare.same_camera: keep to score them")
+    if len(cameras) == 1:
+        notes.append(f"one camera ({cameras[0]}): every true match is a same-camera match (scored: same_camera: keep)")
+    skipped = unmatched_queries(records, same_camera)
+    n_query = sum(r.split == "query" for r in records)
+    lines = "\n  ".join(f"{where_of.get(q.path, q.path)}: {why}" for q, why in skipped)
+    if skipped and len(skipped) == n_query:
+        raise DatasetError(f"{source}: no query has a true match in the gallery, nothing to evaluate:\n  {lines}")
+    if skipped:
+        notes.append(f"{len(skipped)} of {n_query} queries have no true match in the gallery; the evaluation skips "
+                     f"them (n_query - n_query_valid) and mAP_official scores them 0:\n  {lines}")
+    return notes
+
+
+def queries_without_camera(table: pa.Table) -> pa.Table:
+    """`table` with camid -1 on query rows: no gallery item shares a query's camera, so none is discarded."""
+    splits = table.column("split").to_pylist()
+    camids = [-1 if s == "query" else c for s, c in zip(splits, table.column("camid").to_pylist(), strict=True)]
+    return table.set_column(table.schema.get_field_index("camid"), table.schema.field("camid"),
+                            pa.array(camids, pa.int32()))
+
+
 def bad_files_message(misnamed: list[Reject], unreadable: list[Reject]) -> str:
     """One error text listing every wrongly named and every unreadable file, each with its reason."""
     lines = "\n  ".join(f"{r.path}: {r.reason}" for r in sorted(misnamed + unreadable))
@@ -148,11 +259,11 @@ def bad_files_message(misnamed: list[Reject], unreadable: list[Reject]) -> str:
             f"unreadable or truncated (set prepare.on_bad_image: skip to drop them):\n  {lines}")
 
 
-def _check_unique_ids(records: list[ImageRecord]) -> None:
+def _check_unique_ids(records: list[ImageRecord], image_id_of: Callable[[ImageRecord], str] = image_id) -> None:
     seen: dict[str, str] = {}
     clashes = []
     for r in records:
-        key = image_id(r)
+        key = image_id_of(r)
         if key in seen:
             clashes.append(f"{seen[key]} and {r.path} -> {key}")
         seen.setdefault(key, r.path)

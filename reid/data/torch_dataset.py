@@ -2,7 +2,8 @@
 
 A sample is ``{"image", "label", "index"}`` plus ``"dsap"`` / ``"texture"`` when those caches
 are given. Cache bytes stay in their Arrow columns and are decoded per item (no copy of the
-whole cache per worker).
+whole cache per worker). The caches' Parquet metadata give the sizes a network trained on them must
+have: ``size`` = S of a DSAP cache, ``tile`` = T of a texture cache (`cache_shapes`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,46 @@ def _cache_column(path: str | os.PathLike, column: str, image_ids: Sequence[str]
     return table[column].combine_chunks().take(pos), parquet_metadata(path)
 
 
+DSAP_SIZE_KEY, TEXTURE_TILE_KEY = "size", "tile"  # cache metadata written by the dsap / texture stages
+
+
+def _metadata_int(path: str | os.PathLike, meta: dict[str, str], key: str, what: str) -> int:
+    if key not in meta:
+        raise ValueError(f"{path}: schema metadata lacks {key!r} ({what})")
+    try:
+        return int(meta[key])
+    except ValueError:
+        raise ValueError(f"{path}: schema metadata {key!r} = {meta[key]!r} is not an integer ({what})") from None
+
+
+def dsap_size(path: str | os.PathLike) -> int:
+    """S of a DSAP cache (entries 24 x S x S x 3), from its metadata; errors name the file."""
+    return _metadata_int(path, _cache_metadata(path), DSAP_SIZE_KEY, "the DSAP image side S")
+
+
+def texture_tile(path: str | os.PathLike) -> int:
+    """T of a pseudo-texture cache (atlases 6T x 4T), from its metadata; errors name the file."""
+    return _metadata_int(path, _cache_metadata(path), TEXTURE_TILE_KEY, "the texture atlas tile T")
+
+
+def cache_shapes(inputs: Sequence[str], dsap_path: str | os.PathLike,
+                 texture_path: str | os.PathLike) -> dict[str, int]:
+    """build_model's keyword arguments for a model whose training `inputs` are these cache keys:
+    {"dsap_size": S} when it reads "dsap", {"texture_tile": T} when "texture"."""
+    shapes = {}
+    if "dsap" in inputs:
+        shapes["dsap_size"] = dsap_size(dsap_path)
+    if "texture" in inputs:
+        shapes["texture_tile"] = texture_tile(texture_path)
+    return shapes
+
+
+def _cache_metadata(path: str | os.PathLike) -> dict[str, str]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"cache not found: {path}")
+    return parquet_metadata(path)
+
+
 class ReidDataset(Dataset):
     """Images of manifest rows (train: with augmentation) as dict samples for the engine."""
 
@@ -66,9 +107,7 @@ class ReidDataset(Dataset):
         self.texture: pa.Array | None = None
         if dsap_path is not None:
             self.dsap, meta = _cache_column(dsap_path, "dsap", self.image_ids)
-            if "size" not in meta:
-                raise ValueError(f"{dsap_path}: schema metadata lacks 'size' (the DSAP image side S)")
-            self.dsap_size = int(meta["size"])
+            self.dsap_size = _metadata_int(dsap_path, meta, DSAP_SIZE_KEY, "the DSAP image side S")
             expected = N_PARTS * self.dsap_size ** 2 * 3
             if self.dsap.type.byte_width != expected:
                 raise ValueError(f"{dsap_path}: dsap entries have {self.dsap.type.byte_width} bytes, "

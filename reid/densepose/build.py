@@ -9,6 +9,7 @@ ground truth exists, IUV quality on the test identities (query + gallery rows).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,10 +22,9 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from reid.densepose.base import IUVEstimator, IUVResult
+from reid.densepose.base import IUVEstimator, IUVResult, read_iuv_png
 from reid.densepose.detectron2 import check_config_file
 from reid.densepose.oracle import gt_iuv_path
-from reid.densepose.precomputed import read_iuv_png
 from reid.densepose.quality import CoverageStats, IUVQuality
 from reid.io import atomic_path, encode_raw, read_image
 
@@ -51,11 +51,6 @@ class PrecomputedOptions:
 
 
 @dataclass
-class LiteOptions:
-    checkpoint: str = "data/densepose_lite.pt"
-
-
-@dataclass
 class DensePoseConfig:
     """The `densepose` params section."""
 
@@ -65,7 +60,6 @@ class DensePoseConfig:
     num_workers: int = 2  # crop-decoding threads
     detectron2: Detectron2Options = field(default_factory=Detectron2Options)
     precomputed: PrecomputedOptions = field(default_factory=PrecomputedOptions)
-    lite: LiteOptions = field(default_factory=LiteOptions)
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -91,8 +85,13 @@ class DensePoseConfig:
                 raise ValueError(f"{name}.score_threshold must lie in [0, 1], got {value}")
 
 
-def build_estimator(config: DensePoseConfig, device: torch.device) -> IUVEstimator:
-    """The backend `config.backend`; heavy ones (lite, detectron2) are imported only when chosen."""
+def build_estimator(config: DensePoseConfig, device: torch.device,
+                    lite_model: str | os.PathLike | None = None) -> IUVEstimator:
+    """The backend `config.backend`; heavy ones (lite, detectron2) are imported only when chosen.
+
+    `lite_model` is the lite backend's network folder (model.pt + model.json: the train_densepose
+    stage's output, which the pipeline passes); the other backends ignore it.
+    """
     if config.backend == "oracle":
         from reid.densepose.oracle import OracleEstimator
         return OracleEstimator()
@@ -108,8 +107,10 @@ def build_estimator(config: DensePoseConfig, device: torch.device) -> IUVEstimat
         return Detectron2Estimator(d.config, d.weights, device, d.score_threshold, config.batch_size,
                                    trust_weights=d.trust_weights)
     if config.backend == "lite":
+        if lite_model is None:
+            raise ValueError("backend lite needs its network folder (lite_model), the train_densepose output")
         from reid.densepose.lite import load_lite_estimator
-        return load_lite_estimator(config.lite.checkpoint, device, config.batch_size)
+        return load_lite_estimator(lite_model, device, config.batch_size)
     raise ValueError(f"unknown densepose backend {config.backend!r}")
 
 

@@ -9,6 +9,12 @@ install them after torch, without build isolation (their setup.py imports torch)
 and download, by hand, the config ``densepose_rcnn_R_50_FPN_s1x.yaml`` (with its ``Base-*.yaml``)
 and the weights ``model_final_162be9.pkl`` from the DensePose model zoo. Nothing is downloaded at
 run time. (CPU-only torch builds fall back to a CPU extension; CUDA is used when present.)
+From a source checkout (as tested: torch 2.14.1, pip 23.2, setuptools 84), editable installs need
+``--use-pep517`` too (else ``setup.py develop`` re-runs pip *with* isolation, where torch is
+missing), and DensePose ``--no-deps`` (its setup.py asks for detectron2 from git again)::
+
+    FORCE_CUDA=0 pip install --no-build-isolation --use-pep517 --no-deps -e detectron2
+    pip install --no-build-isolation --use-pep517 --no-deps -e detectron2/projects/DensePose
 
 The conversion of a chart predictor output to a crop-sized IUV image is ours, in plain torch,
 and reproduces DensePose's (``densepose/converters/chart_output_to_chart_result.py``,
@@ -24,6 +30,14 @@ and reproduces DensePose's (``densepose/converters/chart_output_to_chart_result.
 One deliberate difference: U, V are clamped to [0, 1] and *rounded* to bytes (SPEC §2 IUV
 convention, as reid.parts.encode_iuv); DensePose's own quantisation truncates (``.byte()``),
 so bytes can differ by one.
+
+Checked against detectron2 itself (tests/test_densepose_detectron2_real.py, run where detectron2 and
+DensePose are installed): on the real R50-FPN chart model (random weights) the IUV equals DensePose's
+own converter, rounded, on every instance, and equals what ``apply_net.py dump`` gives read by the
+precomputed backend.
+
+Only chart models (IUV) are supported: a CSE model (``DensePoseEmbeddingPredictorOutput``: embeddings,
+no I/U/V) is refused with a clear error.
 """
 
 from __future__ import annotations
@@ -119,12 +133,29 @@ def best_instance(scores: torch.Tensor, score_threshold: float) -> int | None:
     return best if float(scores[best]) >= score_threshold else None
 
 
+CHART_FIELDS = ("coarse_segm", "fine_segm", "u", "v")
+
+
+def check_chart_output(output: Any, where: str) -> None:
+    """Refuse a DensePose output that is not a chart (IUV) one, e.g. a CSE model's embeddings."""
+    missing = [name for name in CHART_FIELDS if getattr(output, name, None) is None]
+    if missing:
+        raise ValueError(f"{where}: {type(output).__name__} has no {', '.join(missing)}: only DensePose chart models "
+                         f"(IUV, e.g. densepose_rcnn_R_50_FPN_s1x) are supported, not CSE (embedding) models")
+
+
 def instances_to_result(instances: Any, image_hw: tuple[int, int], score_threshold: float) -> IUVResult:
-    """IUVResult of the best person in detectron2 `Instances` (scores, pred_boxes, pred_densepose)."""
+    """IUVResult of the best person in detectron2 `Instances` (scores, pred_boxes, pred_densepose).
+
+    The best person is the highest-scoring instance (the first on ties; detectron2 returns them by
+    decreasing score). No instance (detectron2 then sets no ``pred_densepose`` when the whole batch
+    has none) or none above `score_threshold`: background and ``found`` False.
+    """
     best = best_instance(instances.scores, score_threshold)
     if best is None:
         return IUVResult(np.zeros((*image_hw, 3), np.uint8), False)
     dp = instances.pred_densepose
+    check_chart_output(dp, "detectron2 pred_densepose")
     iuv = chart_output_to_iuv(dp.coarse_segm[best], dp.fine_segm[best], dp.u[best], dp.v[best],
                               instances.pred_boxes.tensor[best], image_hw)
     return IUVResult(iuv.cpu().numpy(), True)
@@ -160,13 +191,22 @@ class Detectron2Estimator:
         self.batch_size = batch_size
 
     def predict(self, images: Sequence[np.ndarray], paths: Sequence[Path]) -> list[IUVResult]:
-        results: list[IUVResult] = []
-        for start in range(0, len(images), self.batch_size):
-            batch = images[start:start + self.batch_size]
-            outputs = self._forward([np.ascontiguousarray(im[..., ::-1]) for im in batch])  # model wants BGR
-            results += [instances_to_result(out["instances"], im.shape[:2], self.score_threshold)
-                        for out, im in zip(outputs, batch, strict=True)]
-        return results
+        # One model call pads its images to the largest of them, and the padding changes the others'
+        # features, so a crop's detections would depend on which crops share its batch (seen on the
+        # real model: a 160x64 crop found a person beside 128x64 and 100x50 crops, none alone). Only
+        # crops of one size go into a call: padded alike, they give what one crop at a time gives
+        # (DefaultPredictor, apply_net.py). Results come back in input order.
+        results: dict[int, IUVResult] = {}
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for k, image in enumerate(images):
+            by_size.setdefault(tuple(image.shape), []).append(k)
+        for indices in by_size.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start:start + self.batch_size]
+                outputs = self._forward([np.ascontiguousarray(images[k][..., ::-1]) for k in chunk])  # model wants BGR
+                for k, out in zip(chunk, outputs, strict=True):
+                    results[k] = instances_to_result(out["instances"], images[k].shape[:2], self.score_threshold)
+        return [results[k] for k in range(len(images))]
 
     @torch.no_grad()
     def _forward(self, bgr_images: list[np.ndarray]) -> list[dict]:

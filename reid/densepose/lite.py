@@ -11,7 +11,6 @@ Training (loss, loop, held-out metrics) lives in reid.densepose.lite_train.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from reid.densepose.base import IUVResult
-from reid.io import write_json_atomic, write_torch_atomic
+from reid.engine.artifacts import NetworkFolder, read_info, save_network
 from reid.parts import N_CLASSES, N_PARTS, encode_iuv
 
 # ImageNet statistics: a conventional, harmless normalisation for random-init nets too.
@@ -188,34 +187,33 @@ class LiteEstimator:
         return out
 
 
-def arch_path(checkpoint_path: str | Path) -> Path:
-    """The JSON sidecar holding the architecture of a lite checkpoint."""
-    return Path(checkpoint_path).with_suffix(".json")
+LITE_FORMAT = "reid-densepose-lite/v1"  # model.json's "format"; "arch" holds the LiteArch
 
 
-def save_lite_model(model: LiteDensePose, arch: LiteArch, checkpoint_path: str | Path) -> None:
-    """Weights (tensors only) to `checkpoint_path`, architecture to its .json sidecar; both atomic."""
-    write_torch_atomic(checkpoint_path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
-    write_json_atomic(arch_path(checkpoint_path), asdict(arch))
+def save_lite_model(model: LiteDensePose, arch: LiteArch, folder: str | Path) -> None:
+    """The network folder (`reid.engine.artifacts`): model.pt (weights, tensors only) and model.json
+    (the architecture), both atomic."""
+    save_network(NetworkFolder.at(folder), model.state_dict(),
+                 {"format": LITE_FORMAT, "arch": asdict(arch)})
 
 
-def load_lite_model(checkpoint_path: str | Path) -> tuple[LiteDensePose, LiteArch]:
-    checkpoint_path = Path(checkpoint_path)
-    sidecar = arch_path(checkpoint_path)
-    for path in (checkpoint_path, sidecar):
-        if not path.is_file():
-            raise FileNotFoundError(f"lite DensePose checkpoint file not found: {path} (run the train_densepose stage)")
+def load_lite_model(folder: str | Path) -> tuple[LiteDensePose, LiteArch]:
+    """(model, architecture) from a network folder written by `save_lite_model`; errors name the file."""
+    files = NetworkFolder.at(folder)
+    if not files.model.is_file():
+        raise FileNotFoundError(f"lite DensePose model not found: {files.model} (run the train_densepose stage)")
+    info = read_info(files.info, LITE_FORMAT)
     try:
-        arch = LiteArch(**json.loads(sidecar.read_text()))
-    except (TypeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{sidecar}: not a lite DensePose architecture file ({err})") from None
+        arch = LiteArch(**info["arch"])
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{files.info}: not a lite DensePose architecture ({err})") from None
     model = build_model(arch)
-    model.load_state_dict(torch.load(checkpoint_path, map_location="cpu", weights_only=True))
+    model.load_state_dict(torch.load(files.model, map_location="cpu", weights_only=True))
     return model, arch
 
 
-def load_lite_estimator(checkpoint_path: str | Path, device: torch.device | str = "cpu",
+def load_lite_estimator(folder: str | Path, device: torch.device | str = "cpu",
                         batch_size: int = 64) -> LiteEstimator:
-    """The trained lite estimator from `checkpoint_path` (+ its .json sidecar), ready on `device`."""
-    model, arch = load_lite_model(checkpoint_path)
+    """The trained lite estimator from its network folder (model.pt + model.json), ready on `device`."""
+    model, arch = load_lite_model(folder)
     return LiteEstimator(model, arch, torch.device(device), batch_size)

@@ -9,10 +9,11 @@ Targets are soft: labels at 2x the heads' resolution (a 128 x 64 crop's own pixe
 default 128 x 64 input) are pooled into per-cell part shares and per-part mean U/V
 (``soft_targets``), so thin limbs keep their weight at the heads' coarser grid.
 
-Resume: every epoch ends with ``on_epoch`` (DVCLive in the stage), then an atomic checkpoint
-(model + optimizer state, tensors and plain numbers only). The shuffle order of epoch e is drawn
-from seed and e alone, and the learning rate is a function of the global step, so a run resumed
-from epoch e ends with the same weights as an uninterrupted one (CPU, same seed).
+Training runs on the one loop (`reid.engine.loop.fit`): checkpoint, exact resumption and DVCLive
+curves as for every network. The order, recolouring and box jitter of epoch e are drawn from a
+generator seeded from (seed, e) alone (`epoch_generator`) and the learning rate is a function of the
+global step (`reid.engine.optim.WarmupCosineLR`), so a run resumed from epoch e ends with the same
+weights as an uninterrupted one (CPU, same seed).
 
 No horizontal-flip augmentation: rendering a symmetric pose from azimuth a and -a shows that the
 synthetic charts are not all mirror-consistent (torso V becomes 1 - V, the feet charts differ), so a
@@ -22,11 +23,9 @@ flip by label swap alone would teach wrong U/V.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -35,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from reid.data.datasets import parse_market_name
+from reid.data.datasets import DENSEPOSE_FOLDER, parse_market_name
+from reid.densepose.base import read_iuv_png
 from reid.densepose.lite import (
     OUTPUT_STRIDE,
     LiteArch,
@@ -46,10 +46,11 @@ from reid.densepose.lite import (
     to_input,
 )
 from reid.densepose.quality import IUVQuality
-from reid.device import default_device
-from reid.io import decode_raw, read_image, remove_stale_temps, write_torch_atomic
+from reid.engine.artifacts import NetworkFolder
+from reid.engine.loop import FitConfig, MappedBatches, TrainResult, fit, run_key
+from reid.engine.optim import WarmupCosineLR
+from reid.io import read_image
 from reid.parts import N_CLASSES, N_PARTS, decode_iuv
-from reid.synth.world import DENSEPOSE_FOLDER
 
 TRAIN_SPLITS = ("bounding_box_train",)
 EXTRA_TRAIN_SPLITS = (DENSEPOSE_FOLDER,)  # read when the world was exported with densepose_views > 0
@@ -121,23 +122,12 @@ def labelled_crops(root: Path, splits: Sequence[str], limit: int = 0,
     return pairs[:limit] if limit else pairs
 
 
-def read_gt_iuv(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """Ground-truth IUV uint8 [H, W, 3] of a crop of `shape`; errors name the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"ground-truth IUV not found: {path}")
-    iuv = decode_raw(path.read_bytes())
-    if iuv.ndim != 3 or iuv.shape[:2] != tuple(shape):
-        raise ValueError(f"{path}: IUV shape {iuv.shape} does not match its crop {tuple(shape)}")
-    decode_iuv(iuv)  # validates part indices
-    return iuv
-
-
 def load_pairs(pairs: Sequence[tuple[Path, Path]], desc: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
     images, iuvs = [], []
     for crop, gt in tqdm(pairs, desc=desc, unit="img"):
         image = read_image(crop)
         images.append(image)
-        iuvs.append(read_gt_iuv(gt, image.shape[:2]))
+        iuvs.append(read_iuv_png(gt, image.shape[:2]))
     return images, iuvs
 
 
@@ -212,18 +202,14 @@ def lite_loss(logits: torch.Tensor, uv: torch.Tensor, parts: torch.Tensor, u: to
     return part_loss + uv_weight * uv_loss, part_loss, uv_loss
 
 
-# --- training ---
-
-def lr_at(step: int, total: int, warmup: int, base_lr: float) -> float:
-    """Linear warm-up then cosine decay to 1% of base_lr, from the global step alone (resume-safe)."""
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return base_lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
+# --- training (on the one loop, reid.engine.loop) ---
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The random stream of epoch `epoch` (order, augmentation), from the seed and epoch alone."""
+    """The random stream of epoch `epoch` (order, recolouring, box jitter), from the seed and epoch alone.
+
+    Kept from before the shared engine (which seeds torch's RNG from `epoch_seed`, unused here) so
+    the default profile's lite DensePose, and the IUV and DSAP-images downstream, stay bit-identical.
+    """
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
@@ -265,104 +251,70 @@ def random_box_jitter(batch: dict[str, torch.Tensor], x: torch.Tensor, jitter: f
     return warp(x, "bilinear"), {"parts": parts, "u": targets[:, 1], "v": targets[:, 2]}
 
 
-def run_fingerprint(config: TrainDensePoseConfig, data: dict[str, torch.Tensor]) -> str:
-    """What a checkpoint must match to be resumed: the training config and data (device and threads may change)."""
-    fields = {k: v for k, v in asdict(config).items() if k not in {"device", "num_threads", "eval_batch_size",
-                                                                   "max_eval_images"}}
+def data_digest(data: dict[str, torch.Tensor]) -> str:
+    """sha1 over the training arrays: a checkpoint is resumed only on the same data."""
     digest = hashlib.sha1()
     for key in sorted(data):
         digest.update(data[key].numpy().tobytes())
-    return json.dumps({**fields, "data_sha1": digest.hexdigest()}, sort_keys=True)
+    return digest.hexdigest()
 
 
-def save_checkpoint(path: Path, model: LiteDensePose, optimizer: torch.optim.Optimizer, epoch: int,
-                    fingerprint: str, elapsed: float) -> None:
-    state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-             "optimizer": optimizer.state_dict(), "epoch": epoch, "fingerprint": fingerprint, "elapsed": elapsed}
-    write_torch_atomic(path, state)
+# Settings that do not change what an epoch computes. `epochs` is NOT among them: the cosine
+# schedule spans the whole run, so a longer run is another run (raising it retrains).
+RUN_KEY_EXEMPT = ("device", "num_threads", "eval_batch_size", "max_eval_images")
 
 
-def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
-    """The checkpoint at `path` if it exists and was made by the same config, else None."""
-    if not path.is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state if state.get("fingerprint") == fingerprint else None
+class LiteTask:
+    """The lite DensePose for `reid.engine.loop.fit`: shuffled, recoloured, box-jittered batches of
+    `data` (from training_arrays), part cross-entropy + U/V L1, AdamW with per-step warm-up + cosine."""
+
+    def __init__(self, model: LiteDensePose, data: dict[str, torch.Tensor], config: TrainDensePoseConfig) -> None:
+        self.model, self.data, self.config = model, data, config
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        n = len(data["image"])
+        self.steps_per_epoch = math.ceil(n / config.batch_size)
+        total = self.steps_per_epoch * config.epochs
+        self.scheduler = WarmupCosineLR(self.optimizer, total, max(1, round(config.warmup_epochs * self.steps_per_epoch)))
+
+    def batches(self, epoch: int) -> MappedBatches:
+        generator = epoch_generator(self.config.seed, epoch)
+        order = torch.randperm(len(self.data["image"]), generator=generator)
+        recolor = random_recolor(generator) if self.config.recolor else None
+        size = self.config.batch_size
+
+        def make(i: int) -> dict[str, torch.Tensor]:  # drawn in batch order: the generator's stream is fixed
+            batch = {k: t[order[i * size:(i + 1) * size]] for k, t in self.data.items()}
+            x = to_input(batch["image"], "cpu", recolor)
+            if self.config.box_jitter > 0:
+                x, targets = random_box_jitter(batch, x, self.config.box_jitter, generator)
+                batch.update(targets)
+            return {**batch, "image": x}
+
+        return MappedBatches(range(self.steps_per_epoch), make)
+
+    def loss_terms(self, net: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        logits, uv = net(batch["image"])
+        _, part_loss, uv_loss = lite_loss(logits, uv, batch["parts"], batch["u"], batch["v"], self.config.uv_weight)
+        return {"part": part_loss, "uv": self.config.uv_weight * uv_loss}
 
 
-def resumable_epoch(checkpoint: Path, config: TrainDensePoseConfig, data: dict[str, torch.Tensor]) -> int:
-    """Epochs already done by a matching checkpoint at `checkpoint` (0 if none)."""
-    state = load_checkpoint(checkpoint, run_fingerprint(config, data))
-    return 0 if state is None else int(state["epoch"])
+def train_lite(config: TrainDensePoseConfig, data: dict[str, torch.Tensor],
+               folder: NetworkFolder | None = None) -> tuple[LiteDensePose, TrainResult]:
+    """Train on `data` (from training_arrays); returns (model in eval mode, the run's TrainResult).
 
-
-EpochCallback = Callable[[int, dict[str, float]], None]
-
-
-def train_lite(config: TrainDensePoseConfig, data: dict[str, torch.Tensor], checkpoint: Path | None = None,
-               on_epoch: EpochCallback | None = None, stop_after: int | None = None) -> tuple[LiteDensePose, float]:
-    """Train on `data` (from training_arrays); returns (model in eval mode, training seconds incl. resumed part).
-
-    With `checkpoint`, resumes from it when it matches the config and rewrites it every epoch.
-    `stop_after` ends after that many epochs (as if killed; for tests). `on_epoch(epoch, metrics)` is
-    called after each epoch, before its checkpoint (DVCLive logging in the stage; no timings, so
-    identical runs log identical curves).
+    With `folder`, resumes from ``folder.checkpoint`` when it matches the config and data, rewrites it
+    every epoch, and logs the curves to ``folder.curves``.
     """
-    device = default_device(config.device)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    torch.manual_seed(config.seed)
-    model = build_model(config.arch()).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    n = len(data["image"])
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    total, warmup = steps_per_epoch * config.epochs, max(1, round(config.warmup_epochs * steps_per_epoch))
-    fingerprint = run_fingerprint(config, data)
-
-    start_epoch, elapsed = 0, 0.0
-    if checkpoint:
-        remove_stale_temps(Path(checkpoint).parent)  # a killed save's partial file must not stay in the persisted folder
-    state = load_checkpoint(checkpoint, fingerprint) if checkpoint else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, elapsed = int(state["epoch"]), float(state["elapsed"])
-
-    for epoch in range(start_epoch, config.epochs):
-        if stop_after is not None and epoch >= start_epoch + stop_after:
-            break
-        t0 = time.perf_counter()
-        model.train()
-        generator = epoch_generator(config.seed, epoch)
-        order = torch.randperm(n, generator=generator)
-        recolor = random_recolor(generator) if config.recolor else None
-        sums = torch.zeros(3)
-        bar = tqdm(range(steps_per_epoch), desc=f"lite densepose epoch {epoch + 1}/{config.epochs}", unit="batch")
-        for i in bar:
-            idx = order[i * config.batch_size:(i + 1) * config.batch_size]
-            batch = {k: t[idx].to(device, non_blocking=True) for k, t in data.items()}
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(epoch * steps_per_epoch + i, total, warmup, config.lr)
-            x = to_input(batch["image"], device, recolor)
-            if config.box_jitter > 0:
-                x, batch = random_box_jitter(batch, x, config.box_jitter, generator)
-            logits, uv = model(x)
-            loss, part_loss, uv_loss = lite_loss(logits, uv, batch["parts"], batch["u"], batch["v"], config.uv_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            sums += torch.stack([loss.detach(), part_loss.detach(), uv_loss.detach()]).cpu() * len(idx)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        elapsed += time.perf_counter() - t0
-        # Logged before the checkpoint: a kill in between re-runs this epoch, and the stage drops
-        # the curves' rows from the resumed epoch on (reid.io.drop_live_steps_from).
-        if on_epoch:
-            mean = (sums / n).tolist()
-            on_epoch(epoch, {"loss": mean[0], "part_loss": mean[1], "uv_loss": mean[2],
-                             "lr": optimizer.param_groups[0]["lr"]})
-        if checkpoint:
-            save_checkpoint(checkpoint, model, optimizer, epoch + 1, fingerprint, elapsed)
-    return model.eval(), elapsed
+    torch.manual_seed(config.seed)  # the same initial weights on every (re)start
+    model = build_model(config.arch())
+    fit_cfg = FitConfig(epochs=config.epochs, seed=config.seed, device=config.device, schedule="step",
+                        desc="lite densepose epoch")
+    key = run_key(config, exempt=RUN_KEY_EXEMPT, data=data_digest(data))
+    result = fit(LiteTask(model, data, config), fit_cfg, key=key,
+                 checkpoint_dir=folder.checkpoint if folder else None, live_dir=folder.curves if folder else None)
+    return model.eval(), result
 
 
 # --- held-out metrics (definitions in reid.densepose.quality) ---

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reid.densepose.base import IUVResult
-from reid.densepose.precomputed import read_iuv_png
+from reid.densepose.base import IUVResult, read_iuv_png
 
 
 def gt_iuv_path(crop: str | Path) -> Path:

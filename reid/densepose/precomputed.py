@@ -5,6 +5,12 @@ PNG folder layout: for a crop ``<dataset>/<split folder>/<stem>.jpg`` the IUV is
 folder). The PNG holds I, U, V in channels 0, 1, 2 *as cv2 reads them* (DensePose's legacy
 ``*_IUV.png`` files and our gt_iuv exports; PIL would show I in channel 2), same size as its crop.
 An all-background PNG means "no person found".
+
+Dump files: ``apply_net.py dump <config> <weights> <input> --output <file>`` with DensePose's chart
+model; <input> a folder (not searched recursively; entries are keyed by '<folder>/<stem>') or a
+quoted glob such as ``'market/*/*.jpg'`` for several folders in one file. Reading one needs
+DensePose importable (the file pickles its classes). Checked on a real dump
+(tests/test_densepose_detectron2_real.py): it gives the same IUV as the detectron2 backend.
 """
 
 from __future__ import annotations
@@ -13,30 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 import torch
 
-from reid.densepose.base import IUVResult
-from reid.densepose.detectron2 import best_instance, int_box_xywh, paste_box
-from reid.io import ImageReadError
-from reid.parts import N_PARTS
-
-
-def read_iuv_png(path: Path, image_hw: tuple[int, int]) -> np.ndarray:
-    """IUV uint8 [H, W, 3] from a PNG (channels as cv2 reads them); errors name the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"IUV file not found: {path}")
-    iuv = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if iuv is None:
-        raise ImageReadError(f"unreadable IUV PNG: {path}")
-    if iuv.dtype != np.uint8 or iuv.ndim != 3 or iuv.shape[2] != 3:
-        raise ValueError(f"{path}: an IUV PNG must be 8-bit with 3 channels, got {iuv.dtype} {iuv.shape}")
-    if iuv.shape[:2] != tuple(image_hw):
-        raise ValueError(f"{path}: IUV size {iuv.shape[:2]} differs from its crop's {tuple(image_hw)}")
-    if iuv[..., 0].max() > N_PARTS:
-        raise ValueError(f"{path}: part index {int(iuv[..., 0].max())} > {N_PARTS} in channel 0")
-    return iuv
+from reid.densepose.base import IUVResult, read_iuv_png  # re-exported: bench/ imports it from here
+from reid.densepose.detectron2 import INSTALL_HINT, best_instance, int_box_xywh, paste_box
 
 
 class PrecomputedPNGEstimator:
@@ -82,16 +69,30 @@ def load_dump(path: str | Path, *, trust_dump: bool) -> list[dict[str, Any]]:
                               "densepose.precomputed.trust_dump: true only for a dump file you made yourself")
     if not path.is_file():
         raise FileNotFoundError(f"densepose.precomputed.dump: file not found: {path}")
-    entries = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        entries = torch.load(path, map_location="cpu", weights_only=False)
+    except (ModuleNotFoundError, AttributeError) as err:  # unpickling a class of a module that is absent or older
+        if isinstance(err, ModuleNotFoundError) or "densepose" in str(err):
+            raise ImportError(f"densepose.precomputed.dump: reading {path} needs the DensePose classes it pickles "
+                              f"({err}); {INSTALL_HINT}") from err
+        raise
     if not isinstance(entries, list) or any(not isinstance(e, dict) or "file_name" not in e for e in entries):
         raise ValueError(f"{path}: not an apply_net.py dump (expected a list of dicts with 'file_name')")
     return entries
 
 
 def dump_entry_to_result(entry: dict[str, Any], image_hw: tuple[int, int], score_threshold: float) -> IUVResult:
-    """IUVResult of the best-scoring person of one dump entry (scores, pred_boxes_XYXY, pred_densepose)."""
+    """IUVResult of the best-scoring person of one dump entry (scores, pred_boxes_XYXY, pred_densepose).
+
+    apply_net writes no 'pred_densepose' for an image without detections; a CSE model's dump holds one
+    DensePoseEmbeddingPredictorOutput instead of a list of chart results, and is refused.
+    """
     scores = entry.get("scores")
     results = entry.get("pred_densepose")
+    if results is not None and not isinstance(results, (list, tuple)):
+        raise ValueError(f"{entry['file_name']}: the dump holds {type(results).__name__}, not DensePose chart "
+                         f"results (labels, uv): only chart models (IUV, e.g. densepose_rcnn_R_50_FPN_s1x) are "
+                         f"supported, not CSE (embedding) models")
     if scores is None or results is None or len(results) == 0:
         return IUVResult(np.zeros((*image_hw, 3), np.uint8), False)
     best = best_instance(torch.as_tensor(scores), score_threshold)

@@ -6,13 +6,15 @@ module's ``forward_features``, one table) or `dsa_stream_features` (a whole dsa 
 image + DSAP: the MF-Stream, fused and DSAG-Stream features in one pass, one table each). Flip
 averaging mirrors only the image: a flipped crop keeps its unflipped DSAP-images (SPEC §2).
 Under torchrun each rank embeds every world_size-th image and the shards are gathered, so every
-rank returns the whole tables in dataset order.
+rank returns the whole tables in dataset order. The tables are reid.features' feature files' tables;
+`FeaturesConfig` holds the features stage's knobs (params ``features``).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import pyarrow as pa
 import torch
@@ -23,13 +25,30 @@ from tqdm import tqdm
 
 from reid.data.torch_dataset import ReidDataset, manifest_split
 from reid.data.transforms import eval_transform
+from reid.device import autocast_dtype
 from reid.engine import distributed
-from reid.engine.trainer import autocast_dtype
+from reid.features import feature_table
 
 Batch = dict[str, torch.Tensor]
 BatchFeatures = Callable[[nn.Module, Batch], dict[str, torch.Tensor]]
 MODEL_INPUTS = ("image", "dsap")  # batch keys moved to the device; labels and indices stay behind
 DSA_STREAMS = ("mf", "fused", "guide")  # [f_G, f_L], [z_G, z_L] = f + d, [d_G, d_L]
+
+
+@dataclass
+class FeaturesConfig:
+    """How a set of images is embedded (params ``features``)."""
+
+    flip: bool = True  # average the embeddings of the image and its mirror
+    batch_size: int = 128
+    num_workers: int = 2
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
 
 
 def image_features(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
@@ -102,9 +121,7 @@ def _feature_table(chunks: list[torch.Tensor], dim: int, image_ids: list[str], d
     features = torch.cat(chunks) if chunks else torch.empty(0, dim, device=device)
     if world_size > 1:
         features = _gather_strided(features, n, world_size)
-    values = pa.array(features.cpu().numpy().reshape(-1), pa.float32())
-    return pa.table({"image_id": pa.array(image_ids, pa.string()),
-                     "feature": pa.FixedSizeListArray.from_arrays(values, dim)})
+    return feature_table(image_ids, features.cpu().numpy())
 
 
 def extract_features(model: nn.Module, dataset: Dataset, image_ids: list[str], *, device: torch.device,

@@ -1,12 +1,14 @@
-"""Optimiser and LR schedule (DSA §4.2): Adam, wd 5e-4, linear warm-up, then x gamma every step_epochs."""
+"""Optimisers and LR schedules: Adam, wd 5e-4, linear warm-up, then x gamma every step_epochs (DSA §4.2;
+the reID models, the pretraining, SAN-PG); per-step warm-up + cosine (the lite DensePose)."""
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 
 class OptimSettings(Protocol):
@@ -52,3 +54,23 @@ def lr_factor(epoch: int, cfg: OptimSettings) -> float:
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimSettings) -> LambdaLR:
     """Per-epoch LambdaLR: call ``step()`` once after each epoch."""
     return LambdaLR(optimizer, lambda epoch: lr_factor(epoch, cfg))
+
+
+def warmup_cosine_lr(step: int, total: int, warmup: int, base_lr: float) -> float:
+    """Linear warm-up then cosine decay to 1% of base_lr, from the global step alone (resume-safe)."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base_lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+class WarmupCosineLR(LRScheduler):
+    """Per-step `warmup_cosine_lr` (the lite DensePose's schedule): call ``step()`` after every
+    optimiser step. It spans `total` steps, so a run's length is part of what it computes."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total: int, warmup: int) -> None:
+        self.total, self.warmup = total, warmup
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        return [warmup_cosine_lr(self.last_epoch, self.total, self.warmup, base) for base in self.base_lrs]

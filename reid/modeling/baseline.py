@@ -8,16 +8,13 @@ Triplet and retrieval both use the raw GAP feature.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from torch import Tensor, nn
 
 from reid.losses import batch_hard_triplet, smoothed_cross_entropy
+from reid.modeling import MODEL_INPUTS
 from reid.modeling.backbone import ResNetTrunk
+from reid.modeling.config import ModelConfig
 from reid.modeling.heads import IdClassifier, global_avg_pool
-
-if TYPE_CHECKING:
-    from reid.modeling.build import ModelConfig
 
 
 class GlobalEncoder(nn.Module):
@@ -35,7 +32,7 @@ class GlobalEncoder(nn.Module):
 
 
 class Baseline(nn.Module):
-    inputs: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = MODEL_INPUTS["baseline"]
 
     def __init__(self, num_classes: int, cfg: ModelConfig, encoder: nn.Module | None = None):
         super().__init__()

@@ -22,13 +22,13 @@ isolates the DSAG-Stream. The interface is documented in reid.modeling.build.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor, nn
 
 from reid.losses import batch_hard_triplet, smoothed_cross_entropy
+from reid.modeling import MODEL_INPUTS
 from reid.modeling.backbone import ResNetTrunk
+from reid.modeling.config import ModelConfig
 from reid.modeling.heads import (
     IdClassifier,
     TwoBranchHead,
@@ -39,9 +39,6 @@ from reid.modeling.heads import (
     merge_matrix,
 )
 from reid.parts import FIRST_MERGE, N_PARTS, PART_GROUPS, second_merge
-
-if TYPE_CHECKING:
-    from reid.modeling.build import ModelConfig
 
 N_LOCAL = len(PART_GROUPS)  # 8 local branches in both streams
 
@@ -110,13 +107,16 @@ class DSAGStream(nn.Module):
 class DSAReID(nn.Module):
     """dsa (with_dsag=True) and baseline2b (with_dsag=False); see the module doc."""
 
-    def __init__(self, num_classes: int, cfg: ModelConfig, with_dsag: bool = True):
+    def __init__(self, num_classes: int, cfg: ModelConfig, with_dsag: bool = True, dsap_size: int | None = None):
         super().__init__()
+        if with_dsag and dsap_size is None:
+            raise ValueError("the dsa model needs dsap_size: S of the DSAP cache it trains on")
         self.cfg = cfg
+        self.dsap_size = dsap_size if with_dsag else None  # S of batch["dsap"]: the DSAP cache's
         self.mf = MFStream(cfg)
         g, loc = self.mf.global_dim, self.mf.local_dim
         self.dsag = DSAGStream(g, loc, cfg.width_mult) if with_dsag else None
-        self.inputs: tuple[str, ...] = ("dsap",) if with_dsag else ()
+        self.inputs: tuple[str, ...] = MODEL_INPUTS["dsa" if with_dsag else "baseline2b"]
         self.feature_dim = self.mf.feature_dim
         h = cfg.id_head_hidden
         self.cls_f_global = IdClassifier(g, num_classes, h)
@@ -142,9 +142,9 @@ class DSAReID(nn.Module):
                 "guide": torch.cat([d_g, d_l], dim=1)}
 
     def _checked_dsap(self, dsap: Tensor) -> Tensor:
-        s = self.cfg.dsap_size
+        s = self.dsap_size
         if dsap.dim() != 5 or tuple(dsap.shape[1:]) != (N_PARTS, 3, s, s):
-            raise ValueError(f"batch['dsap'] must be [B, {N_PARTS}, 3, {s}, {s}] (model.dsap_size={s}), "
+            raise ValueError(f"batch['dsap'] must be [B, {N_PARTS}, 3, {s}, {s}] (the model's dsap_size S={s}), "
                              f"got {tuple(dsap.shape)}")
         return dsap
 

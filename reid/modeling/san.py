@@ -35,21 +35,18 @@ so the paper's margin 0.3 is on the scale of the distances. ``"mse"`` keeps the 
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reid.modeling import MODEL_INPUTS
 from reid.modeling.backbone import ResNetTrunk
 from reid.modeling.baseline import Baseline
-from reid.modeling.build import DECODER_TRIPLET_DISTANCES, DecoderTripletDistance
+from reid.modeling.config import DECODER_TRIPLET_DISTANCES, DecoderTripletDistance, ModelConfig
 from reid.modeling.dsa import DSAReID
 from reid.modeling.heads import global_avg_pool
 from reid.parts import atlas_shape
-
-if TYPE_CHECKING:
-    from reid.modeling.build import ModelConfig
 
 LEVELS = ("layer1", "layer2", "layer3", "layer4")
 DECODER_WIDTHS = (512, 256, 64, 32, 16)  # reduced layer4, then the four up-block outputs
@@ -212,14 +209,15 @@ def decoder_triplet(maps: Tensor, labels: Tensor, margin: float = 0.3,
     return per_anchor.sum() / valid.sum().clamp_min(1)
 
 
-def texture_losses(outputs: dict[str, Tensor], batch: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tensor]:
+def texture_losses(outputs: dict[str, Tensor], batch: dict[str, Tensor], cfg: ModelConfig,
+                   texture_tile: int) -> dict[str, Tensor]:
     """{"recon": L1 to batch["texture"], "decoder_triplet": summed over the up-block levels}, weighted."""
     if "texture" not in batch:
         raise KeyError("SAN models need batch['texture'] (pseudo texture [B, 3, 6T, 4T] in [-1, 1])")
     pred, target = outputs["texture"], batch["texture"]
     if target.shape != pred.shape:
-        raise ValueError(f"batch['texture'] must be {tuple(pred.shape)} (atlas of model.texture_tile="
-                         f"{cfg.texture_tile}), got {tuple(target.shape)}")
+        raise ValueError(f"batch['texture'] must be {tuple(pred.shape)} (atlas of the model's texture_tile "
+                         f"T={texture_tile}), got {tuple(target.shape)}")
     labels = batch["label"]
     levels = [outputs[f"decoder_up{i}"] for i in range(1, len(DECODER_WIDTHS))]
     return {
@@ -265,11 +263,12 @@ class SANEncoder(nn.Module):
 class SAN(Baseline):
     """san: the baseline on the SA-Enc, plus the SA-Dec (training only); see the module doc."""
 
-    inputs: tuple[str, ...] = ("texture",)
+    inputs: tuple[str, ...] = MODEL_INPUTS["san"]
 
-    def __init__(self, num_classes: int, cfg: ModelConfig):
+    def __init__(self, num_classes: int, cfg: ModelConfig, texture_tile: int):
         super().__init__(num_classes, cfg, encoder=SANEncoder(cfg))
-        self.decoder = SADecoder(self.encoder.trunk.level_channels, atlas_shape(cfg.texture_tile)[:2],
+        self.texture_tile = texture_tile  # T of batch["texture"]: the texture cache's
+        self.decoder = SADecoder(self.encoder.trunk.level_channels, atlas_shape(texture_tile)[:2],
                                  cfg.decoder_width_mult)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -278,7 +277,7 @@ class SAN(Baseline):
         return {"feature": feature, "logits": self.classifier(feature), **_decoder_outputs(self.decoder, levels)}
 
     def losses(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {**super().losses(outputs, batch), **texture_losses(outputs, batch, self.cfg)}
+        return {**super().losses(outputs, batch), **texture_losses(outputs, batch, self.cfg, self.texture_tile)}
 
 
 # --- dsa_san ---
@@ -286,11 +285,12 @@ class SAN(Baseline):
 class DSASAN(DSAReID):
     """dsa_san: the dsa model + SA-Dec on the MF-Stream's conv4 map; inference = MF-Stream (as dsa)."""
 
-    def __init__(self, num_classes: int, cfg: ModelConfig):
-        super().__init__(num_classes, cfg, with_dsag=True)
-        self.inputs = ("dsap", "texture")
+    def __init__(self, num_classes: int, cfg: ModelConfig, dsap_size: int, texture_tile: int):
+        super().__init__(num_classes, cfg, with_dsag=True, dsap_size=dsap_size)
+        self.inputs = MODEL_INPUTS["dsa_san"]
+        self.texture_tile = texture_tile
         trunk = self.mf.trunk.level_channels  # layer1..layer3; F (= layer3) also feeds the layer4 input
-        self.decoder = SADecoder({**trunk, "layer4": trunk["layer3"]}, atlas_shape(cfg.texture_tile)[:2],
+        self.decoder = SADecoder({**trunk, "layer4": trunk["layer3"]}, atlas_shape(texture_tile)[:2],
                                  cfg.decoder_width_mult)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -300,4 +300,4 @@ class DSASAN(DSAReID):
                 **_decoder_outputs(self.decoder, {**levels, "layer4": levels["layer3"]})}
 
     def losses(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {**super().losses(outputs, batch), **texture_losses(outputs, batch, self.cfg)}
+        return {**super().losses(outputs, batch), **texture_losses(outputs, batch, self.cfg, self.texture_tile)}

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from reid.data.datasets import DENSEPOSE_FOLDER
 from reid.io import encode_png, encode_raw, write_json_atomic
 from reid.synth.body import Body, sample_body, sample_pose
 from reid.synth.camera import Camera, apply_camera, capture, clutter, detection_view, sample_cameras
@@ -31,7 +32,6 @@ from reid.synth.texture import Outfit, make_atlas, sample_outfit, sibling
 # Seed streams: one per kind of draw.
 S_PEOPLE, S_ATLAS, S_PLAN, S_IMAGE, S_CAMERAS, S_FRAMES, S_DISTRACT, S_JUNK, S_PIT, S_DENSEPOSE = range(1, 11)
 SPLIT_CODE = {"train": 0, "test": 1, "pool": 2}  # pool: the pretraining identities (export_pool)
-DENSEPOSE_FOLDER = "densepose_train"  # extra renders of training identities, for the lite DensePose only
 MARKET_NAME = re.compile(r"^(-1|\d{4})_c(\d)s1_(\d{6})_(\d{2})$")
 
 
