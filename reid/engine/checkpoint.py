@@ -45,17 +45,3 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def fingerprint(text: str) -> torch.Tensor:
     """sha256 of `text` as a uint8 tensor (a string key kept tensor-only)."""
     return torch.frombuffer(bytearray(hashlib.sha256(text.encode()).digest()), dtype=torch.uint8).clone()
-
-
-def rng_state() -> dict[str, torch.Tensor]:
-    """torch CPU (and CUDA) generator states as uint8 tensors."""
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
