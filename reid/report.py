@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -313,10 +313,67 @@ def dense_semantics_lines(densepose: dict | None, sanpg: dict | None, texture: d
     return lines
 
 
+# --- model cost (each model.json's ``cost``, written by the train stage: reid.modeling.cost) ---
+
+MODEL_INFO_FILE = "model.json"  # reid.export.INFO_FILE, not imported: it would pull torch into the report
+COST_GRAPHS = ("training", "inference")
+# (model, the model whose inference graph it keeps): the regulator is dropped at inference.
+INFERENCE_TWINS = (("dsa", "baseline2b"), ("san", "baseline"), ("dsa_san", "baseline2b"))
+
+
+def read_model_cost(path: str | os.PathLike) -> dict[str, dict[str, int]] | None:
+    """The ``cost`` of a model.json (``{"training"|"inference": {"params", "flops"}}``), None when the
+    file has none (written before costs were recorded); errors name the file."""
+    cost = read_json(path).get("cost")
+    if cost is None:
+        return None
+    for graph in COST_GRAPHS:
+        entry = cost.get(graph) if isinstance(cost, dict) else None
+        for key in ("params", "flops"):
+            value = entry.get(key) if isinstance(entry, dict) else None
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{path}: cost.{graph}.{key} must be a count, got {value!r}")
+    return cost
+
+
+def cost_section(costs: Mapping[str, dict[str, dict[str, int]] | None]) -> list[str]:
+    """The summary's "Model cost" section: parameters (M) and GFLOPs per image of each model's training
+    and inference graphs, and whether each regulated model infers at its twin's cost (compared, not
+    assumed). Empty when no model has a recorded cost."""
+    if not any(costs.values()):
+        return []
+    lines = ["## Model cost", "",
+             "Per image at the training input size (model.json `cost`, torch.utils.flop_counter: a multiply-add "
+             "counts 2, convolutions and matmuls only). Training graph: the whole training forward (every stream, "
+             "head and decoder; no loss, no backward); inference graph: `forward_features`, what retrieval runs.",
+             "", "| model | params (M), training | GFLOPs, training | params (M), inference | GFLOPs, inference |",
+             "|---|---|---|---|---|"]
+    for name, cost in costs.items():
+        cells = [f"{cost[g]['params'] / 1e6:.3f} | {cost[g]['flops'] / 1e9:.3f}" for g in COST_GRAPHS] if cost \
+            else ["— | —"] * 2
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    lines.append("")
+    for model, twin in INFERENCE_TWINS:
+        a, b = costs.get(model), costs.get(twin)
+        if not a or not b:
+            continue
+        extra = (f"{(a['training']['params'] - b['training']['params']) / 1e6:+.3f} M parameters and "
+                 f"{(a['training']['flops'] - b['training']['flops']) / 1e9:+.3f} GFLOPs at training")
+        if a["inference"] == b["inference"]:
+            lines.append(f"- `{model}` infers at exactly `{twin}`'s cost (same parameters and FLOPs), with {extra}.")
+        else:
+            lines.append(f"- `{model}` does **not** infer at `{twin}`'s cost: "
+                         f"{(a['inference']['params'] - b['inference']['params']) / 1e6:+.3f} M parameters, "
+                         f"{(a['inference']['flops'] - b['inference']['flops']) / 1e9:+.3f} GFLOPs at inference.")
+    return lines + [""]
+
+
 def summary_markdown(results: Sequence[ModelResult], dataset: str, *, claims: Sequence[ClaimResult] = (),
                      method: str = "", pretrained: ModelResult | None = None, densepose: dict | None = None,
-                     sanpg: dict | None = None, texture: dict | None = None, backend: str = "?") -> str:
-    """The whole metrics/summary.md (`method`: how the claims' intervals were made, claims.json's)."""
+                     sanpg: dict | None = None, texture: dict | None = None, backend: str = "?",
+                     costs: Mapping[str, dict[str, dict[str, int]] | None] | None = None) -> str:
+    """The whole metrics/summary.md (`method`: how the claims' intervals were made, claims.json's;
+    `costs`: each model's model.json cost, read_model_cost)."""
     if not results:
         raise ValueError("the report needs at least one model")
     published = (f"published on **{dataset}** itself — same dataset, but other backbones, input sizes and "
@@ -341,6 +398,7 @@ def summary_markdown(results: Sequence[ModelResult], dataset: str, *, claims: Se
     dense = dense_semantics_lines(densepose, sanpg, texture, backend)
     if dense:
         parts += ["## Regulator inputs", "", *dense, ""]
+    parts += cost_section(costs or {})
     parts += ["## Published Rank-1 / mAP (%)", "", f"These are {published}.", "", paper_table([r.name for r in results]),
               ""]
     return "\n".join(parts)

@@ -4,10 +4,11 @@
 every path). Params: ``report.models`` (the models to tabulate, in order), ``report.bootstrap`` /
 ``report.bootstrap_seed`` (the claims' paired bootstrap: resamples, seed), ``prepare.dataset`` (to
 label the papers' numbers) and ``densepose.backend`` (named beside the IUV quality). Reads per model m
-``<scores>/<m>.json``, ``<train-metrics>/<m>.json``, ``<cmc>/<m>.tsv``, ``<eval>/<m>/ranked_list.png`` and
-``<eval>/<m>/per_query.parquet``, and — when present — ``<scores>/pretrained.json`` (the pretrained trunk
-without fine-tuning: a first row, never a claim), the DensePose, SAN-PG and texture metrics and the
-DSAP and texture sample pictures. Writes ``--summary`` (Markdown), ``--claims`` (JSON) and ``--figures``.
+``<scores>/<m>.json``, ``<train-metrics>/<m>.json``, ``<cmc>/<m>.tsv``, ``<eval>/<m>/ranked_list.png``,
+``<eval>/<m>/per_query.parquet`` and ``<models>/<m>/model.json`` (its cost), and — when present —
+``<scores>/pretrained.json`` (the pretrained trunk without fine-tuning: a first row, never a claim), the
+DensePose, SAN-PG and texture metrics and the DSAP and texture sample pictures. Writes ``--summary``
+(Markdown), ``--claims`` (JSON) and ``--figures``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from reid.io import read_image, write_image, write_json_atomic, write_text_atomic
 from reid.report import (
+    MODEL_INFO_FILE,
     PAPER_CLAIMS,
     PRETRAINED,
     ModelResult,
@@ -27,6 +29,7 @@ from reid.report import (
     load_model_result,
     read_cmc,
     read_json,
+    read_model_cost,
     read_query_table,
     summary_markdown,
 )
@@ -54,6 +57,7 @@ def parse_args(argv: list[str] | None):
     return stage_parser(__doc__, scores="folder of the evaluation metrics <m>.json",
                         train_metrics="folder of the training records <m>.json",
                         cmc="folder of the CMC curves <m>.tsv", eval="folder of the evaluation folders <m>/",
+                        models="folder of the trained network folders <m>/ (model.json: the cost)",
                         densepose_metrics="DensePose metrics, read when present",
                         sanpg_metrics="SAN-PG metrics, read when present",
                         texture_metrics="texture metrics, read when present",
@@ -77,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
                             pretrained=optional_pretrained(args.scores, args.train_metrics),
                             densepose=optional_json(args.densepose_metrics),
                             sanpg=optional_json(args.sanpg_metrics), texture=optional_json(args.texture_metrics),
-                            backend=backend)
+                            backend=backend,
+                            costs={m: read_model_cost(args.models / m / MODEL_INFO_FILE) for m in cfg.models})
     write_text_atomic(args.summary, text)
 
     sections = [("CMC", cmc_figure({m: read_cmc(args.cmc / f"{m}.tsv") for m in cfg.models}))]
