@@ -40,7 +40,14 @@ from tqdm import tqdm
 
 from reid.device import default_device, on_device, to_numpy
 from reid.features import read_features
-from reid.io import read_image, write_image, write_json_atomic, write_parquet_atomic, write_text_atomic
+from reid.io import (
+    parquet_metadata,
+    read_image,
+    write_image,
+    write_json_atomic,
+    write_parquet_atomic,
+    write_text_atomic,
+)
 from reid.metrics import (
     ChunkScorer,
     EvalResult,
@@ -149,6 +156,18 @@ def load_eval_set(features_path: str | os.PathLike, manifest_path: str | os.Path
                    check_features(gf, f"{features_path} (gallery rows)"), qp, gp, qc, gc, qpath, gpath, qids)
 
 
+def manifest_dataset(path: str | os.PathLike) -> dict[str, str]:
+    """{"dataset", "root"}: what a manifest was prepared from (its schema metadata, written by
+    reid.data.manifest.write_manifest), to label a cross-dataset evaluation's source and target."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path} (run the stage that prepares it)")
+    meta = parquet_metadata(path)
+    if missing := [k for k in ("dataset", "root") if k not in meta]:
+        raise ValueError(f"{path}: no {' or '.join(missing)} in the schema metadata (not a prepared manifest)")
+    return {"dataset": meta["dataset"], "root": meta["root"]}
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 def evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, max_rank: int = 50,
@@ -221,10 +240,12 @@ def write_cmc(path: str | os.PathLike, cmc: np.ndarray) -> None:
 
 
 def write_metrics(path: str | os.PathLike, result: EvalResult,
-                  diagnostics: Mapping[str, EvalResult] | None = None) -> None:
-    """metrics/<name>.json: the summary, plus ``diagnostics`` (``mf`` = `result`, then each extra
-    feature set's Rank-1 / mAP / mINP) when extra feature sets were evaluated."""
-    summary = result.summary()
+                  diagnostics: Mapping[str, EvalResult] | None = None,
+                  labels: Mapping[str, object] | None = None) -> None:
+    """metrics/<name>.json: `labels` (e.g. a cross-dataset run's ``source`` and ``target``), the
+    summary, plus ``diagnostics`` (``mf`` = `result`, then each extra feature set's Rank-1 / mAP / mINP)
+    when extra feature sets were evaluated."""
+    summary = {**(labels or {}), **result.summary()}
     if diagnostics:
         summary["diagnostics"] = {name: diagnostic_scores(r) for name, r in {"mf": result, **diagnostics}.items()}
     write_json_atomic(path, summary)
@@ -281,17 +302,18 @@ def ranked_list_picture(data: EvalSet, queries: np.ndarray, *, size: int = 10, n
 def run_evaluation(cfg: EvaluateConfig, features_path: str | os.PathLike, manifest_path: str | os.PathLike,
                    metrics_path: str | os.PathLike, cmc_path: str | os.PathLike,
                    picture_path: str | os.PathLike, per_query_path: str | os.PathLike,
-                   diagnostic_features: Mapping[str, str | os.PathLike] | None = None) -> EvalResult:
+                   diagnostic_features: Mapping[str, str | os.PathLike] | None = None,
+                   labels: Mapping[str, object] | None = None) -> EvalResult:
     """The whole evaluate stage: features + manifest -> metrics JSON, CMC TSV, ranked-list picture,
     per-query Parquet. `diagnostic_features` (name -> feature file of the same model, e.g. ``fused``)
-    are evaluated with the same config into the JSON's ``diagnostics``."""
+    are evaluated with the same config into the JSON's ``diagnostics``; `labels` are added to the JSON."""
     data = load_eval_set(features_path, manifest_path)
     result = evaluate_set(data, cfg, progress=True)
     if result.n_query_valid == 0:
         raise ValueError(f"{manifest_path}: no query has a true match in the gallery (same pid, other camera)")
     diagnostics = {name: evaluate_set(load_eval_set(path, manifest_path), cfg, progress=True)
                    for name, path in (diagnostic_features or {}).items()}
-    write_metrics(metrics_path, result, diagnostics)
+    write_metrics(metrics_path, result, diagnostics, labels)
     write_cmc(cmc_path, result.cmc)
     write_parquet_atomic(per_query_path, per_query_table(data, result.per_query))
     queries = pick_queries(data, cfg.n_ranked_queries, cfg.seed)

@@ -404,6 +404,83 @@ def summary_markdown(results: Sequence[ModelResult], dataset: str, *, claims: Se
     return "\n".join(parts)
 
 
+# --- cross-dataset evaluation ---
+
+
+@dataclass
+class CrossResult:
+    """One feature set's cross-dataset evaluation (metrics/cross/<name>.json, the cross_evaluate stage's):
+    trained on `source`, scored on `target` (each {dataset, root}), and its per-query file when read."""
+
+    name: str
+    source: dict[str, str]
+    target: dict[str, str]
+    scores: dict[str, float]
+    queries: QueryTable | None = None
+
+
+def load_cross_result(name: str, cross_dir: str | os.PathLike, eval_dir: str | os.PathLike | None = None
+                      ) -> CrossResult:
+    """`<cross_dir>/<name>.json` and, with `eval_dir`, `<eval_dir>/<name>/per_query.parquet` (for intervals)."""
+    path = Path(cross_dir) / f"{name}.json"
+    scores = read_json(path)
+    labels = {key: scores.pop(key, None) for key in ("source", "target")}
+    bad = [key for key, label in labels.items() if not (isinstance(label, dict) and {"dataset", "root"} <= set(label))]
+    missing = [key for _, key in SCORE_COLUMNS if key not in scores] + bad
+    if missing:
+        raise ValueError(f"{path}: lacks {', '.join(missing)} (source / target: {{dataset, root}})")
+    queries = read_query_table(Path(eval_dir) / name / "per_query.parquet") if eval_dir is not None else None
+    return CrossResult(name, labels["source"], labels["target"], scores, queries)
+
+
+def dataset_label(label: dict[str, str]) -> str:
+    """`dataset` (root): a dataset name alone does not tell the synthetic world from the synthetic target."""
+    return f"`{label['dataset']}` ({label['root']})"
+
+
+def mean_interval(values: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, float]:
+    """(mean, lo, hi) in points of per-query values in [0, 1]: a bootstrap over queries, 95 % percentiles."""
+    values = np.asarray(values, np.float64)
+    return paired_bootstrap(values, np.zeros_like(values), n_boot, seed)  # minus zero: the mean's own interval
+
+
+def cross_dataset_markdown(source: Sequence[ModelResult], cross: Sequence[CrossResult], *, n_boot: int = 2000,
+                           seed: int = 0) -> str:
+    """The summary's "Cross-dataset" section: per feature set Rank-1 / mAP on the source (its evaluate
+    scores) and on the target, with a bootstrap 95 % interval over the target's queries when its
+    per-query file was read, and the drop. Empty when `cross` is. Every row must name one source →
+    target pair: scores of different pairs side by side would read as one comparison."""
+    if not cross:
+        return ""
+    pairs = {(dataset_label(c.source), dataset_label(c.target)) for c in cross}
+    if len(pairs) != 1:
+        raise ValueError(f"cross-dataset results of different source -> target pairs: {sorted(pairs)}; "
+                         "re-run cross_evaluate for every model")
+    (src, tgt), = pairs
+    by_name = {r.name: r for r in source}
+    if missing := [c.name for c in cross if c.name not in by_name]:
+        raise ValueError(f"cross-dataset results without source scores: {', '.join(missing)}")
+    header = ["model", "source Rank-1", "source mAP", "target Rank-1 [95% CI]", "target mAP [95% CI]",
+              "ΔRank-1", "ΔmAP", "target queries"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for c in cross:
+        s = by_name[c.name].scores
+        cells = [PRETRAINED_LABEL if c.name == PRETRAINED else f"`{c.name}`", _fmt(s["rank1_pct"]), _fmt(s["mAP_pct"])]
+        for metric, key in (("rank1", "rank1_pct"), ("mAP", "mAP_pct")):
+            interval = ""
+            if c.queries is not None and c.queries.valid.any():
+                _, lo, hi = mean_interval(c.queries.values(metric)[c.queries.valid], n_boot, seed)
+                interval = f" [{lo:.1f}, {hi:.1f}]"
+            cells.append(_fmt(c.scores[key]) + interval)
+        cells += [f"{c.scores[key] - s[key]:+.1f}" for key in ("rank1_pct", "mAP_pct")]
+        cells.append(str(c.scores.get("n_query_valid", "—")))
+        lines.append("| " + " | ".join(cells) + " |")
+    intro = ("Trained on the source, evaluated on the target's query/gallery with the same features and "
+             "protocol (no target image is trained on); Δ = target − source, in points. The interval is a "
+             f"bootstrap over the target's valid queries, B={n_boot}, seed={seed}.")
+    return "\n".join(["", f"## Cross-dataset: {src} → {tgt}", "", intro, "", *lines, ""])  # after a blank line
+
+
 # --- the figure sheet ---
 
 

@@ -81,7 +81,8 @@ def shown(clone) -> dict:
 def test_clone_shows_every_chart_and_picture(clone, shown):
     assert "data" in shown, shown.get("errors")  # a page, not one error for the whole of dvc.yaml
     charts, pictures = top_level_charts(clone), stage_pictures(clone)
-    assert {f"data/eval/{m}/ranked_list.png" for m in (*REID_NETWORKS[:-1], "pretrained")} <= pictures
+    assert {f"data/{where}/{m}/ranked_list.png" for where in ("eval", "target/eval")
+            for m in (*REID_NETWORKS[:-1], "pretrained")} <= pictures
     assert set(shown["data"]) == set(charts) | pictures
     # what may fail is a file a clone lacks: a picture (DVC data) or a curve not committed yet
     for error in shown.get("errors", []):

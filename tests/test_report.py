@@ -268,7 +268,8 @@ REPORT_ARGS = ["--scores", "metrics", "--train-metrics", "metrics/train", "--cmc
                "--models", "data/models",
                "--densepose-metrics", "metrics/densepose.json", "--sanpg-metrics", "metrics/sanpg.json",
                "--texture-metrics", "metrics/texture.json", "--dsap-samples", "data/dsap_samples.png",
-               "--texture-samples", "data/texture_samples.png", "--summary", "metrics/summary.md",
+               "--texture-samples", "data/texture_samples.png", "--cross", "metrics/cross",
+               "--cross-eval", "data/target/eval", "--summary", "metrics/summary.md",
                "--claims", "metrics/claims.json", "--figures", "data/report/figures.png"]
 
 
@@ -306,6 +307,25 @@ def test_report_stage_writes_summary_claims_and_figures(tmp_path, monkeypatch):
     assert set(mAP) == {"claim", "source", "metric", "delta", "ci95", "verdict"}
     assert (mAP["source"], mAP["delta"], mAP["ci95"], mAP["verdict"]) == ("DSA Table 3", 10.0, [10.0, 10.0], "holds")
     assert claims["claims"][0]["verdict"] == "inconclusive"  # every query a rank-1 hit in both
+    assert "Cross-dataset" not in summary  # a run without cross-dataset metrics
+
+    labels = {"source": {"dataset": "synthetic", "root": "w"}, "target": {"dataset": "dukemtmc", "root": "d"}}
+    for i, m in enumerate(["pretrained", *models]):
+        Path("metrics/cross").mkdir(exist_ok=True)
+        scores = {**SCORES, "rank1_pct": 100.0, "mAP_pct": 40.0 + i}  # as the per-query file below says
+        Path(f"metrics/cross/{m}.json").write_text(json.dumps({**labels, **scores}))
+        write_query_file(f"data/target/eval/{m}/per_query.parquet", query_table(np.full(50, 0.4 + 0.01 * i)))
+    stage.main(REPORT_ARGS)
+    summary = Path("metrics/summary.md").read_text()
+    assert "## Cross-dataset: `synthetic` (w) → `dukemtmc` (d)" in summary
+    assert table_row(summary.split("## Cross-dataset")[1], "`dsa`")[:5] == [
+        "`dsa`", "62.0", "50.0", "100.0 [100.0, 100.0]", "43.0 [43.0, 43.0]"]
+    assert table_row(summary.split("## Cross-dataset")[1], "pretrained trunk, no fine-tuning")[1] == "5.0"
+    Path("metrics/cross/dsa.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no cross-dataset metrics of dsa"):
+        stage.main(REPORT_ARGS)
+    for m in ["pretrained", *models[:2]]:
+        Path(f"metrics/cross/{m}.json").unlink()
 
     Path("data/models/dsa/model.json").rename("dsa.json")
     with pytest.raises(FileNotFoundError, match="data/models/dsa/model.json"):
