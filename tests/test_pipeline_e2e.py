@@ -16,7 +16,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("baseline", "baseline2b", "dsa", "san", "dsa_san")
-COPIED = ("reid", "stages", "profiles", "dvc.yaml", ".dvc/config", ".dvcignore")
+COPIED = ("reid", "stages", "profiles", "dvc.yaml", ".dvc/config", ".dvc/plots", ".dvcignore")
 
 pytestmark = pytest.mark.slow
 
