@@ -81,6 +81,7 @@ def _rss_mb(field: str) -> float:
 
 def worker(method: str, data: Path, repeats: int) -> dict:
     import faiss  # noqa: F401  (imported before timing)
+    import torch  # noqa: F401  (reid imports it at first use: keep it out of the timing and the memory delta)
 
     import reid.evaluation  # noqa: F401
 

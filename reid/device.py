@@ -1,12 +1,25 @@
-"""Device policy: CUDA when present, CPU otherwise — the same code path on both."""
+"""Device policy: CUDA when present, CPU otherwise — the same code path on both.
+
+torch (seconds to import) is imported only by the functions that need it, so that code which merely
+may meet a tensor (metrics, retrieval, evaluation: numpy on the CPU) and the stages built on it start
+without it.
+"""
 
 from __future__ import annotations
 
-import torch
+import sys
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 def default_device(requested: str = "auto") -> torch.device:
     """`auto` -> cuda if available else cpu; otherwise the named device (errors if CUDA is asked for but absent)."""
+    import torch  # lazily: see the module notes
+
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)
@@ -26,6 +39,28 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     CPU or when `amp` is off."""
     if device.type != "cuda" or amp == "off":
         return None
+    import torch  # lazily: see the module notes
+
     if amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def is_tensor(x: object) -> bool:
+    """Whether `x` is a torch tensor, without importing torch: none can exist before torch is imported."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """`x` as a numpy array; a torch tensor (any device) is detached and copied to the host."""
+    return x.detach().cpu().numpy() if is_tensor(x) else np.asarray(x)
+
+
+def on_device(x: np.ndarray, device: torch.device) -> np.ndarray | torch.Tensor:
+    """`x` itself on the CPU (host BLAS is the faster there), a torch tensor on CUDA."""
+    if device.type == "cpu":
+        return x
+    import torch  # only reached on CUDA, where default_device has imported it already
+
+    return torch.from_numpy(x).to(device)

@@ -14,7 +14,10 @@ the whole [Q, G] distance matrix:
   removals every query keeps its first K valid items: CMC up to rank K is exact, and positives
   beyond the K-th valid item count as not retrieved (AP over the true positive count, INP 0 if
   the hardest positive is missing). Memory O((Q + G) x K). With K >= the gallery, it equals exact.
-* ``rerank``: k-reciprocal re-ranking (reid.retrieval.rerank) then the same ranked-list scoring.
+* ``rerank``: k-reciprocal re-ranking (reid.retrieval), junk dropped before it. With ``top_k=None``
+  its distances are streamed a query chunk at a time (``rerank_distances``) into the exact path's
+  scorer, so memory is the re-ranking's own plus O(chunk x gallery); with ``top_k=K``, its K-deep
+  ranked lists are scored as above.
 
 Per-query file (``run_evaluation``'s ``per_query_path``, e.g. ``data/eval/<name>/per_query.parquet``):
 one row per query in manifest order, columns ``image_id`` (string), ``pid``, ``camid`` (int64),
@@ -26,19 +29,25 @@ reid.metrics.PerQuery. The report's paired bootstrap reads it.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pyarrow as pa
-import torch
 from tqdm import tqdm
 
-from reid.device import default_device
+from reid.device import default_device, on_device, to_numpy
 from reid.features import read_features
-from reid.io import read_image, write_image, write_json_atomic, write_parquet_atomic, write_text_atomic
+from reid.io import (
+    parquet_metadata,
+    read_image,
+    write_image,
+    write_json_atomic,
+    write_parquet_atomic,
+    write_text_atomic,
+)
 from reid.metrics import (
     ChunkScorer,
     EvalResult,
@@ -49,7 +58,16 @@ from reid.metrics import (
     count_same_camera,
     evaluate_ranked,
 )
-from reid.retrieval import Metric, check_features, l2_normalize, pairwise_distances, rerank, search
+from reid.retrieval import (
+    Metric,
+    check_features,
+    l2_normalize,
+    pairwise_distances,
+    rerank,
+    rerank_distances,
+    search,
+    sq_norms,
+)
 from reid.viz import add_border, make_grid
 
 DIAGNOSTIC_KEYS = ("rank1_pct", "mAP_pct", "mINP_pct")  # the numbers kept per diagnostic feature set
@@ -138,6 +156,18 @@ def load_eval_set(features_path: str | os.PathLike, manifest_path: str | os.Path
                    check_features(gf, f"{features_path} (gallery rows)"), qp, gp, qc, gc, qpath, gpath, qids)
 
 
+def manifest_dataset(path: str | os.PathLike) -> dict[str, str]:
+    """{"dataset", "root"}: what a manifest was prepared from (its schema metadata, written by
+    reid.data.manifest.write_manifest), to label a cross-dataset evaluation's source and target."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path} (run the stage that prepares it)")
+    meta = parquet_metadata(path)
+    if missing := [k for k in ("dataset", "root") if k not in meta]:
+        raise ValueError(f"{path}: no {' or '.join(missing)} in the schema metadata (not a prepared manifest)")
+    return {"dataset": meta["dataset"], "root": meta["root"]}
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 def evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, max_rank: int = 50,
@@ -152,28 +182,36 @@ def evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, m
     reranking = rerank_cfg is not None and rerank_cfg.enabled
     if single_gallery_shot and (reranking or top_k is not None):
         raise ValueError("single_gallery_shot needs the exact path (top_k=None, no re-ranking)")
-    if reranking or top_k is not None:
-        exclude = gp == -1
-        extra = int(count_same_camera(qp, qc, gp, gc).max())
-        depth = len(gf) if top_k is None else top_k
-        k = depth + extra
+    exclude = gp == -1
+    if top_k is not None:
+        k = top_k + int(count_same_camera(qp, qc, gp, gc).max())
         if reranking:
             _, idx = rerank(qf, gf, k, k1=rerank_cfg.k1, k2=rerank_cfg.k2, lambda_value=rerank_cfg.lambda_value,
-                            exclude=exclude, progress=progress)
+                            exclude=exclude, device=device, progress=progress)
         else:
             _, idx = search(qf, gf, k, metric, exclude=exclude, progress=progress)
-        return evaluate_ranked(idx, qp, gp, qc, gc, max_rank, depth=depth)
-    dev = default_device(device)
-    # host BLAS on CPU (numpy), torch on CUDA; scoring always on the host (numpy SIMD sort)
-    g = gf if dev.type == "cpu" else torch.from_numpy(gf).to(dev)
-    g_sq = np.einsum("ij,ij->i", g, g) if dev.type == "cpu" else (g * g).sum(1)  # einsum: no G x D temporary
+        return evaluate_ranked(idx, qp, gp, qc, gc, max_rank, depth=top_k)
+    if reranking:  # exact: each re-ranked chunk is scored as it comes, no [Q, G] ranking is kept
+        chunks = rerank_distances(qf, gf, k1=rerank_cfg.k1, k2=rerank_cfg.k2, lambda_value=rerank_cfg.lambda_value,
+                                  exclude=exclude, device=device, progress=progress)
+    else:
+        chunks = distance_chunks(qf, gf, metric, device, progress)
     scorer = ChunkScorer(gp, gc, max_rank, single_gallery_shot, seed)
+    for s, d in chunks:
+        scorer.add(d, qp[s:s + len(d)], qc[s:s + len(d)])
+    return scorer.result()
+
+
+def distance_chunks(qf: np.ndarray, gf: np.ndarray, metric: Metric = "l2", device: str = "auto",
+                    progress: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+    """(first query index, float32 [c, G] distances on the host) per query chunk of about DISTANCE_BLOCK pairs:
+    host BLAS on CPU (numpy), torch on CUDA; the scoring that follows is on the host (numpy SIMD sort)."""
+    dev = default_device(device)
+    g = on_device(gf, dev)
+    g_sq = sq_norms(g)
     step = chunk_rows(len(gf), DISTANCE_BLOCK)
     for s in tqdm(range(0, len(qf), step), desc="evaluate", disable=not progress):
-        q = qf[s:s + step] if dev.type == "cpu" else torch.from_numpy(qf[s:s + step]).to(dev)
-        d = pairwise_distances(q, g, metric, g_sq)
-        scorer.add(d if dev.type == "cpu" else d.cpu().numpy(), qp[s:s + step], qc[s:s + step])
-    return scorer.result()
+        yield s, to_numpy(pairwise_distances(on_device(qf[s:s + step], dev), g, metric, g_sq))
 
 
 def evaluate_set(data: EvalSet, cfg: EvaluateConfig, progress: bool = False) -> EvalResult:
@@ -202,10 +240,12 @@ def write_cmc(path: str | os.PathLike, cmc: np.ndarray) -> None:
 
 
 def write_metrics(path: str | os.PathLike, result: EvalResult,
-                  diagnostics: Mapping[str, EvalResult] | None = None) -> None:
-    """metrics/<name>.json: the summary, plus ``diagnostics`` (``mf`` = `result`, then each extra
-    feature set's Rank-1 / mAP / mINP) when extra feature sets were evaluated."""
-    summary = result.summary()
+                  diagnostics: Mapping[str, EvalResult] | None = None,
+                  labels: Mapping[str, object] | None = None) -> None:
+    """metrics/<name>.json: `labels` (e.g. a cross-dataset run's ``source`` and ``target``), the
+    summary, plus ``diagnostics`` (``mf`` = `result`, then each extra feature set's Rank-1 / mAP / mINP)
+    when extra feature sets were evaluated."""
+    summary = {**(labels or {}), **result.summary()}
     if diagnostics:
         summary["diagnostics"] = {name: diagnostic_scores(r) for name, r in {"mf": result, **diagnostics}.items()}
     write_json_atomic(path, summary)
@@ -240,9 +280,9 @@ def ranked_list_picture(data: EvalSet, queries: np.ndarray, *, size: int = 10, n
     if len(queries) == 0:
         raise ValueError("ranked_list_picture needs at least one query")
     qf, gf = (l2_normalize(data.q_feats), l2_normalize(data.g_feats)) if normalize else (data.q_feats, data.g_feats)
-    d = pairwise_distances(torch.from_numpy(qf[queries]), torch.from_numpy(gf), "cosine" if normalize else "l2")
+    d = pairwise_distances(qf[queries], gf, "cosine" if normalize else "l2")
     size = min(size, len(gf))
-    order = np.argsort(d.numpy(), axis=1, kind="stable")[:, :size]
+    order = np.argsort(d, axis=1, kind="stable")[:, :size]
     tiles, captions = [], []
 
     def tile(path: Path, color: tuple[int, int, int]) -> np.ndarray:
@@ -262,17 +302,18 @@ def ranked_list_picture(data: EvalSet, queries: np.ndarray, *, size: int = 10, n
 def run_evaluation(cfg: EvaluateConfig, features_path: str | os.PathLike, manifest_path: str | os.PathLike,
                    metrics_path: str | os.PathLike, cmc_path: str | os.PathLike,
                    picture_path: str | os.PathLike, per_query_path: str | os.PathLike,
-                   diagnostic_features: Mapping[str, str | os.PathLike] | None = None) -> EvalResult:
+                   diagnostic_features: Mapping[str, str | os.PathLike] | None = None,
+                   labels: Mapping[str, object] | None = None) -> EvalResult:
     """The whole evaluate stage: features + manifest -> metrics JSON, CMC TSV, ranked-list picture,
     per-query Parquet. `diagnostic_features` (name -> feature file of the same model, e.g. ``fused``)
-    are evaluated with the same config into the JSON's ``diagnostics``."""
+    are evaluated with the same config into the JSON's ``diagnostics``; `labels` are added to the JSON."""
     data = load_eval_set(features_path, manifest_path)
     result = evaluate_set(data, cfg, progress=True)
     if result.n_query_valid == 0:
         raise ValueError(f"{manifest_path}: no query has a true match in the gallery (same pid, other camera)")
     diagnostics = {name: evaluate_set(load_eval_set(path, manifest_path), cfg, progress=True)
                    for name, path in (diagnostic_features or {}).items()}
-    write_metrics(metrics_path, result, diagnostics)
+    write_metrics(metrics_path, result, diagnostics, labels)
     write_cmc(cmc_path, result.cmc)
     write_parquet_atomic(per_query_path, per_query_table(data, result.per_query))
     queries = pick_queries(data, cfg.n_ranked_queries, cfg.seed)

@@ -43,7 +43,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+
+from reid.device import to_numpy
 
 INT64_MAX = np.iinfo(np.int64).max
 DEFAULT_RANKS = (1, 5, 10, 20)
@@ -153,7 +154,7 @@ def check_labels(n_query: int, n_gallery: int, q_pids, g_pids, q_camids, g_camid
     out = []
     for name, arr, n in (("q_pids", q_pids, n_query), ("g_pids", g_pids, n_gallery),
                          ("q_camids", q_camids, n_query), ("g_camids", g_camids, n_gallery)):
-        a = (arr.cpu().numpy() if isinstance(arr, torch.Tensor) else np.asarray(arr)).astype(np.int64).reshape(-1)
+        a = to_numpy(arr).astype(np.int64).reshape(-1)
         if a.size != n:
             raise ValueError(f"{name} has {a.size} entries, expected {n}")
         out.append(a)
@@ -331,10 +332,6 @@ def chunk_rows(n_gallery: int, budget: int = 1 << 20) -> int:
     return max(1, budget // max(n_gallery, 1))
 
 
-def _as_numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
 def evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, *,
              single_gallery_shot: int = 0, seed: int = 0) -> EvalResult:
     """Metrics from a [Q, G] distance matrix (numpy or torch, any device; smaller = closer; compared
@@ -352,7 +349,7 @@ def evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, *,
     scorer = ChunkScorer(gp, gc, max_rank, single_gallery_shot, seed)
     step = chunk_rows(distmat.shape[1])
     for s in range(0, distmat.shape[0], step):
-        scorer.add(_as_numpy(distmat[s:s + step]), qp[s:s + step], qc[s:s + step])
+        scorer.add(to_numpy(distmat[s:s + step]), qp[s:s + step], qc[s:s + step])
     return scorer.result()
 
 
@@ -414,7 +411,7 @@ def evaluate_ranked(indices, q_pids, g_pids, q_camids, g_camids, max_rank: int =
     """
     if max_rank < 1:
         raise ValueError(f"max_rank must be >= 1, got {max_rank}")
-    idx = _as_numpy(indices).astype(np.int64)
+    idx = to_numpy(indices).astype(np.int64)
     if idx.ndim != 2:
         raise ValueError(f"indices must be 2-D [queries, k], got shape {tuple(idx.shape)}")
     n_gallery = len(g_pids)

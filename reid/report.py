@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -313,10 +313,67 @@ def dense_semantics_lines(densepose: dict | None, sanpg: dict | None, texture: d
     return lines
 
 
+# --- model cost (each model.json's ``cost``, written by the train stage: reid.modeling.cost) ---
+
+MODEL_INFO_FILE = "model.json"  # reid.export.INFO_FILE, not imported: it would pull torch into the report
+COST_GRAPHS = ("training", "inference")
+# (model, the model whose inference graph it keeps): the regulator is dropped at inference.
+INFERENCE_TWINS = (("dsa", "baseline2b"), ("san", "baseline"), ("dsa_san", "baseline2b"))
+
+
+def read_model_cost(path: str | os.PathLike) -> dict[str, dict[str, int]] | None:
+    """The ``cost`` of a model.json (``{"training"|"inference": {"params", "flops"}}``), None when the
+    file has none (written before costs were recorded); errors name the file."""
+    cost = read_json(path).get("cost")
+    if cost is None:
+        return None
+    for graph in COST_GRAPHS:
+        entry = cost.get(graph) if isinstance(cost, dict) else None
+        for key in ("params", "flops"):
+            value = entry.get(key) if isinstance(entry, dict) else None
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{path}: cost.{graph}.{key} must be a count, got {value!r}")
+    return cost
+
+
+def cost_section(costs: Mapping[str, dict[str, dict[str, int]] | None]) -> list[str]:
+    """The summary's "Model cost" section: parameters (M) and GFLOPs per image of each model's training
+    and inference graphs, and whether each regulated model infers at its twin's cost (compared, not
+    assumed). Empty when no model has a recorded cost."""
+    if not any(costs.values()):
+        return []
+    lines = ["## Model cost", "",
+             "Per image at the training input size (model.json `cost`, torch.utils.flop_counter: a multiply-add "
+             "counts 2, convolutions and matmuls only). Training graph: the whole training forward (every stream, "
+             "head and decoder; no loss, no backward); inference graph: `forward_features`, what retrieval runs.",
+             "", "| model | params (M), training | GFLOPs, training | params (M), inference | GFLOPs, inference |",
+             "|---|---|---|---|---|"]
+    for name, cost in costs.items():
+        cells = [f"{cost[g]['params'] / 1e6:.3f} | {cost[g]['flops'] / 1e9:.3f}" for g in COST_GRAPHS] if cost \
+            else ["— | —"] * 2
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    lines.append("")
+    for model, twin in INFERENCE_TWINS:
+        a, b = costs.get(model), costs.get(twin)
+        if not a or not b:
+            continue
+        extra = (f"{(a['training']['params'] - b['training']['params']) / 1e6:+.3f} M parameters and "
+                 f"{(a['training']['flops'] - b['training']['flops']) / 1e9:+.3f} GFLOPs at training")
+        if a["inference"] == b["inference"]:
+            lines.append(f"- `{model}` infers at exactly `{twin}`'s cost (same parameters and FLOPs), with {extra}.")
+        else:
+            lines.append(f"- `{model}` does **not** infer at `{twin}`'s cost: "
+                         f"{(a['inference']['params'] - b['inference']['params']) / 1e6:+.3f} M parameters, "
+                         f"{(a['inference']['flops'] - b['inference']['flops']) / 1e9:+.3f} GFLOPs at inference.")
+    return lines + [""]
+
+
 def summary_markdown(results: Sequence[ModelResult], dataset: str, *, claims: Sequence[ClaimResult] = (),
                      method: str = "", pretrained: ModelResult | None = None, densepose: dict | None = None,
-                     sanpg: dict | None = None, texture: dict | None = None, backend: str = "?") -> str:
-    """The whole metrics/summary.md (`method`: how the claims' intervals were made, claims.json's)."""
+                     sanpg: dict | None = None, texture: dict | None = None, backend: str = "?",
+                     costs: Mapping[str, dict[str, dict[str, int]] | None] | None = None) -> str:
+    """The whole metrics/summary.md (`method`: how the claims' intervals were made, claims.json's;
+    `costs`: each model's model.json cost, read_model_cost)."""
     if not results:
         raise ValueError("the report needs at least one model")
     published = (f"published on **{dataset}** itself — same dataset, but other backbones, input sizes and "
@@ -341,9 +398,87 @@ def summary_markdown(results: Sequence[ModelResult], dataset: str, *, claims: Se
     dense = dense_semantics_lines(densepose, sanpg, texture, backend)
     if dense:
         parts += ["## Regulator inputs", "", *dense, ""]
+    parts += cost_section(costs or {})
     parts += ["## Published Rank-1 / mAP (%)", "", f"These are {published}.", "", paper_table([r.name for r in results]),
               ""]
     return "\n".join(parts)
+
+
+# --- cross-dataset evaluation ---
+
+
+@dataclass
+class CrossResult:
+    """One feature set's cross-dataset evaluation (metrics/cross/<name>.json, the cross_evaluate stage's):
+    trained on `source`, scored on `target` (each {dataset, root}), and its per-query file when read."""
+
+    name: str
+    source: dict[str, str]
+    target: dict[str, str]
+    scores: dict[str, float]
+    queries: QueryTable | None = None
+
+
+def load_cross_result(name: str, cross_dir: str | os.PathLike, eval_dir: str | os.PathLike | None = None
+                      ) -> CrossResult:
+    """`<cross_dir>/<name>.json` and, with `eval_dir`, `<eval_dir>/<name>/per_query.parquet` (for intervals)."""
+    path = Path(cross_dir) / f"{name}.json"
+    scores = read_json(path)
+    labels = {key: scores.pop(key, None) for key in ("source", "target")}
+    bad = [key for key, label in labels.items() if not (isinstance(label, dict) and {"dataset", "root"} <= set(label))]
+    missing = [key for _, key in SCORE_COLUMNS if key not in scores] + bad
+    if missing:
+        raise ValueError(f"{path}: lacks {', '.join(missing)} (source / target: {{dataset, root}})")
+    queries = read_query_table(Path(eval_dir) / name / "per_query.parquet") if eval_dir is not None else None
+    return CrossResult(name, labels["source"], labels["target"], scores, queries)
+
+
+def dataset_label(label: dict[str, str]) -> str:
+    """`dataset` (root): a dataset name alone does not tell the synthetic world from the synthetic target."""
+    return f"`{label['dataset']}` ({label['root']})"
+
+
+def mean_interval(values: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, float]:
+    """(mean, lo, hi) in points of per-query values in [0, 1]: a bootstrap over queries, 95 % percentiles."""
+    values = np.asarray(values, np.float64)
+    return paired_bootstrap(values, np.zeros_like(values), n_boot, seed)  # minus zero: the mean's own interval
+
+
+def cross_dataset_markdown(source: Sequence[ModelResult], cross: Sequence[CrossResult], *, n_boot: int = 2000,
+                           seed: int = 0) -> str:
+    """The summary's "Cross-dataset" section: per feature set Rank-1 / mAP on the source (its evaluate
+    scores) and on the target, with a bootstrap 95 % interval over the target's queries when its
+    per-query file was read, and the drop. Empty when `cross` is. Every row must name one source →
+    target pair: scores of different pairs side by side would read as one comparison."""
+    if not cross:
+        return ""
+    pairs = {(dataset_label(c.source), dataset_label(c.target)) for c in cross}
+    if len(pairs) != 1:
+        raise ValueError(f"cross-dataset results of different source -> target pairs: {sorted(pairs)}; "
+                         "re-run cross_evaluate for every model")
+    (src, tgt), = pairs
+    by_name = {r.name: r for r in source}
+    if missing := [c.name for c in cross if c.name not in by_name]:
+        raise ValueError(f"cross-dataset results without source scores: {', '.join(missing)}")
+    header = ["model", "source Rank-1", "source mAP", "target Rank-1 [95% CI]", "target mAP [95% CI]",
+              "ΔRank-1", "ΔmAP", "target queries"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for c in cross:
+        s = by_name[c.name].scores
+        cells = [PRETRAINED_LABEL if c.name == PRETRAINED else f"`{c.name}`", _fmt(s["rank1_pct"]), _fmt(s["mAP_pct"])]
+        for metric, key in (("rank1", "rank1_pct"), ("mAP", "mAP_pct")):
+            interval = ""
+            if c.queries is not None and c.queries.valid.any():
+                _, lo, hi = mean_interval(c.queries.values(metric)[c.queries.valid], n_boot, seed)
+                interval = f" [{lo:.1f}, {hi:.1f}]"
+            cells.append(_fmt(c.scores[key]) + interval)
+        cells += [f"{c.scores[key] - s[key]:+.1f}" for key in ("rank1_pct", "mAP_pct")]
+        cells.append(str(c.scores.get("n_query_valid", "—")))
+        lines.append("| " + " | ".join(cells) + " |")
+    intro = ("Trained on the source, evaluated on the target's query/gallery with the same features and "
+             "protocol (no target image is trained on); Δ = target − source, in points. The interval is a "
+             f"bootstrap over the target's valid queries, B={n_boot}, seed={seed}.")
+    return "\n".join(["", f"## Cross-dataset: {src} → {tgt}", "", intro, "", *lines, ""])  # after a blank line
 
 
 # --- the figure sheet ---

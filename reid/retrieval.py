@@ -34,15 +34,17 @@ ranked lists (they are excluded from scoring anyway).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import faiss
 import numpy as np
 import scipy.sparse as sp
-import torch
 from tqdm import tqdm
 
-from reid.device import default_device
+from reid.device import default_device, is_tensor, on_device, to_numpy
+
+if TYPE_CHECKING:
+    import torch
 
 Metric = Literal["l2", "cosine"]
 GPU_MAX_K = 2048  # FAISS GPU brute-force k limit
@@ -206,18 +208,13 @@ def knn_lists(x: np.ndarray, k: int, chunk: int = 4096, progress: bool = False) 
     return out
 
 
-def _on_device(x: np.ndarray, device: torch.device):
-    """numpy on the CPU (host BLAS is the faster there), a torch tensor on CUDA."""
-    return x if device.type == "cpu" else torch.from_numpy(x).to(device)
-
-
-def _to_numpy(a) -> np.ndarray:
-    return a.cpu().numpy() if isinstance(a, torch.Tensor) else a
-
-
-def _sq_norms(a):
+def sq_norms(a: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """Squared row norms (einsum: no [N, D] temporary), numpy or torch alike."""
-    return torch.einsum("ij,ij->i", a, a) if isinstance(a, torch.Tensor) else np.einsum("ij,ij->i", a, a)
+    if is_tensor(a):
+        import torch  # a tensor exists, so torch is loaded: this import is a lookup
+
+        return torch.einsum("ij,ij->i", a, a)
+    return np.einsum("ij,ij->i", a, a)
 
 
 def _distance_block(rows, x, rows_sq, x_sq):
@@ -231,13 +228,13 @@ def _distance_block(rows, x, rows_sq, x_sq):
 
 
 def _block_max(block, axis: int) -> np.ndarray:
-    return _to_numpy(block.amax(axis) if isinstance(block, torch.Tensor) else block.max(axis))
+    return to_numpy(block.amax(axis) if is_tensor(block) else block.max(axis))
 
 
 def _take_pairs(block, r: np.ndarray, c: np.ndarray) -> np.ndarray:
     """block[r[p], c[p]] as numpy: only these scalars leave the device."""
-    if isinstance(block, torch.Tensor):
-        return _to_numpy(block[torch.from_numpy(r).to(block.device), torch.from_numpy(c).to(block.device)])
+    if is_tensor(block):
+        return to_numpy(block[on_device(r, block.device), on_device(c, block.device)])
     return block[r, c]
 
 
@@ -259,8 +256,8 @@ def farthest_and_pair_distances(x: np.ndarray, rows: np.ndarray, cols: np.ndarra
     order = np.argsort(lo, kind="stable")
     lo_sorted = lo[order]
     dev = default_device(device)
-    xd = _on_device(x, dev)
-    sq = _sq_norms(xd)
+    xd = on_device(x, dev)
+    sq = sq_norms(xd)
     far = np.zeros(n, np.float32)
     pair_d = np.empty(len(rows), np.float32)
     for s in tqdm(range(0, n, step), desc="k-reciprocal", disable=not progress):
@@ -375,8 +372,8 @@ def _reranked_chunks(query: np.ndarray, gallery: np.ndarray, k1: int, k2: int, l
     del lists
     vg = v[nq:].tocsc()  # gallery rows, by column: the join's inverted index
     dev = default_device(device)
-    qd, gd = _on_device(x[:nq], dev), _on_device(x[nq:], dev)
-    q_sq, g_sq = _sq_norms(qd), _sq_norms(gd)
+    qd, gd = on_device(x[:nq], dev), on_device(x[nq:], dev)
+    q_sq, g_sq = sq_norms(qd), sq_norms(gd)
     step = chunk or block_rows(ng, FINAL_PAIRS)
     for s in tqdm(range(0, nq, step), desc="re-rank", disable=not progress):
         e = min(s + step, nq)
@@ -384,7 +381,7 @@ def _reranked_chunks(query: np.ndarray, gallery: np.ndarray, k1: int, k2: int, l
         np.divide(final, 2.0 - final, out=final)  # overlap / union; Jaccard distance = 1 - that
         final *= -(1.0 - lambda_value)
         final += 1.0 - lambda_value
-        d = _to_numpy(_distance_block(qd[s:e], gd, q_sq[s:e], g_sq))
+        d = to_numpy(_distance_block(qd[s:e], gd, q_sq[s:e], g_sq))
         np.maximum(d, 0.0, out=d)
         d *= lambda_value / far[s:e, None]
         final += d

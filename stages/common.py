@@ -18,7 +18,8 @@ T = TypeVar("T")
 
 PARAMS_FILE = Path(os.environ.get("REID_PARAMS", "params.yaml"))
 
-# The files of one evaluate output folder (dvc.yaml: ${paths.eval}/<set>), which the report reads too.
+# The files of one evaluate output folder (dvc.yaml: ${paths.eval}/<set>/, each file an output of its own:
+# the ranked list is a stage-level plot), which the report reads too.
 RANKED_LIST = "ranked_list.png"
 PER_QUERY = "per_query.parquet"
 

@@ -33,23 +33,25 @@ STREAM_MODELS = ("dsa", "dsa_san")  # with a DSAG-Stream: also the fused and gui
 DIAGNOSTICS = ("fused", "guide")  # <out>/<name>_<diagnostic>.parquet
 
 
-def trained_network(name: str, folder: Path) -> TrainedModel:
-    """Feature set `name`'s network as its `folder`'s model.json describes it (the whole model for dsa's streams)."""
+def trained_network(name: str, folder: Path, *, streams: bool = True) -> TrainedModel:
+    """Feature set `name`'s network as its `folder`'s model.json describes it: the whole model for dsa's
+    streams (unless not `streams`), else the inference network."""
     for file in (WEIGHTS_FILE, INFO_FILE):
         if not (folder / file).is_file():
             stage = "pretrain" if name == PRETRAINED else f"train@{name}"
             raise FileNotFoundError(f"no {folder / file}: run `dvc repro {stage}` first")
-    return load_trained(folder, whole=name in STREAM_MODELS, name=None if name == PRETRAINED else name)
+    return load_trained(folder, whole=streams and name in STREAM_MODELS, name=None if name == PRETRAINED else name)
 
 
 def feature_tables(name: str, trained: TrainedModel, cfg: FeaturesConfig, manifest: Path,
-                   dsap: Path) -> dict[str, pa.Table]:
-    """{output file stem: table}: <name>, plus <name>_fused and <name>_guide for the dsa models."""
+                   dsap: Path | None) -> dict[str, pa.Table]:
+    """{output file stem: table}: <name>, plus <name>_fused and <name>_guide for the dsa models given their
+    whole network and `dsap`; `dsap` None: the inference feature alone (trained_network(streams=False))."""
     device = default_device(cfg.device)
     device = distributed.rank_device(device, distributed.init_distributed(device))
     kwargs = dict(device=device, flip=cfg.flip, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     size = trained.info.input_size
-    if name in STREAM_MODELS:
+    if name in STREAM_MODELS and dsap is not None:
         streams = manifest_dsa_stream_features(trained.network, manifest, dsap, size, **kwargs)
         return {name: streams["mf"], **{f"{name}_{d}": streams[d] for d in DIAGNOSTICS}}
     return {name: manifest_features(trained.network, manifest, size, **kwargs)}

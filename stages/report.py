@@ -4,29 +4,37 @@
 every path). Params: ``report.models`` (the models to tabulate, in order), ``report.bootstrap`` /
 ``report.bootstrap_seed`` (the claims' paired bootstrap: resamples, seed), ``prepare.dataset`` (to
 label the papers' numbers) and ``densepose.backend`` (named beside the IUV quality). Reads per model m
-``<scores>/<m>.json``, ``<train-metrics>/<m>.json``, ``<cmc>/<m>.tsv``, ``<eval>/<m>/ranked_list.png`` and
-``<eval>/<m>/per_query.parquet``, and — when present — ``<scores>/pretrained.json`` (the pretrained trunk
-without fine-tuning: a first row, never a claim), the DensePose, SAN-PG and texture metrics and the
-DSAP and texture sample pictures. Writes ``--summary`` (Markdown), ``--claims`` (JSON) and ``--figures``.
+``<scores>/<m>.json``, ``<train-metrics>/<m>.json``, ``<cmc>/<m>.tsv``, ``<eval>/<m>/ranked_list.png``,
+``<eval>/<m>/per_query.parquet`` and ``<models>/<m>/model.json`` (its cost), ``<cross>/<m>.json`` and
+``<cross-eval>/<m>/per_query.parquet`` (the cross-dataset evaluation, pretrained included when present:
+the summary's "Cross-dataset" section), and — when present —
+``<scores>/pretrained.json`` (the pretrained trunk without fine-tuning: a first row, never a claim), the
+DensePose, SAN-PG and texture metrics and the DSAP and texture sample pictures. Writes ``--summary``
+(Markdown), ``--claims`` (JSON) and ``--figures``.
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from reid.io import read_image, write_image, write_json_atomic, write_text_atomic
 from reid.report import (
+    MODEL_INFO_FILE,
     PAPER_CLAIMS,
     PRETRAINED,
     ModelResult,
     ReportConfig,
     claims_document,
     cmc_figure,
+    cross_dataset_markdown,
     figure_sheet,
     judge_claims,
+    load_cross_result,
     load_model_result,
     read_cmc,
     read_json,
+    read_model_cost,
     read_query_table,
     summary_markdown,
 )
@@ -50,15 +58,32 @@ def models_in_claims(models: list[str]) -> list[str]:
     return [m for m in models if any(m in pair for pair in pairs)]
 
 
+def cross_section(args: argparse.Namespace, results: list[ModelResult], cfg: ReportConfig) -> str:
+    """The "Cross-dataset" section of the models (and the pretrained trunk) that cross_evaluate scored:
+    all of cfg.models or, in a run without cross-dataset stages, none."""
+    names = [n for n in [PRETRAINED, *cfg.models] if (args.cross / f"{n}.json").is_file()]
+    missing = [m for m in cfg.models if m not in names]
+    if names and missing:
+        raise FileNotFoundError(f"{args.cross}: no cross-dataset metrics of {', '.join(missing)} "
+                                "(run the cross_evaluate stage first)")
+    pretrained = optional_pretrained(args.scores, args.train_metrics)
+    cross = [load_cross_result(n, args.cross, args.cross_eval) for n in names]
+    return cross_dataset_markdown(results + ([pretrained] if pretrained else []), cross, n_boot=cfg.bootstrap,
+                                  seed=cfg.bootstrap_seed)
+
+
 def parse_args(argv: list[str] | None):
     return stage_parser(__doc__, scores="folder of the evaluation metrics <m>.json",
                         train_metrics="folder of the training records <m>.json",
                         cmc="folder of the CMC curves <m>.tsv", eval="folder of the evaluation folders <m>/",
+                        models="folder of the trained network folders <m>/ (model.json: the cost)",
                         densepose_metrics="DensePose metrics, read when present",
                         sanpg_metrics="SAN-PG metrics, read when present",
                         texture_metrics="texture metrics, read when present",
                         dsap_samples="DSAP sample picture, read when present",
                         texture_samples="texture sample picture, read when present",
+                        cross="folder of the cross-dataset metrics <m>.json",
+                        cross_eval="folder of the cross-dataset evaluation folders <m>/",
                         summary="summary Markdown to write", claims="claims JSON to write",
                         figures="figure sheet to write").parse_args(argv)
 
@@ -77,7 +102,9 @@ def main(argv: list[str] | None = None) -> None:
                             pretrained=optional_pretrained(args.scores, args.train_metrics),
                             densepose=optional_json(args.densepose_metrics),
                             sanpg=optional_json(args.sanpg_metrics), texture=optional_json(args.texture_metrics),
-                            backend=backend)
+                            backend=backend,
+                            costs={m: read_model_cost(args.models / m / MODEL_INFO_FILE) for m in cfg.models})
+    text += cross_section(args, results, cfg)
     write_text_atomic(args.summary, text)
 
     sections = [("CMC", cmc_figure({m: read_cmc(args.cmc / f"{m}.tsv") for m in cfg.models}))]

@@ -5,8 +5,10 @@ and pseudo-texture caches, read when the model needs them: their metadata give t
 S and texture tile T, no params repeat them). Reads params ``train`` (engine knobs) and
 ``models.<name>`` (the model's config). Writes the network folder ``--out``: model.pt (final weights,
 tensors only) + model.json (the network's one description: config, input size, S / T; what the
-features stage and `reid` rebuild it from), checkpoint/ (resume state; a killed run continues from its
-last epoch), timing.json; the DVCLive dir ``--curves`` and the summary ``<curves>.json``.
+features stage and `reid` rebuild it from; and its ``cost``, the parameters and FLOPs per image of the
+training and inference graphs at the training input size, reid.modeling.cost), checkpoint/ (resume
+state; a killed run continues from its last epoch), timing.json; the DVCLive dir ``--curves`` and the
+summary ``<curves>.json``.
 Multi-GPU: ``torchrun --nproc_per_node N -m stages.train <name> ...`` with the same arguments.
 """
 
@@ -27,6 +29,7 @@ from reid.io import file_sha256
 from reid.modeling import MODEL_INPUTS, MODEL_NAMES
 from reid.modeling.build import build_model
 from reid.modeling.config import ModelConfig
+from reid.modeling.cost import model_cost
 from stages.common import load_config, read_params, run, stage_parser
 
 
@@ -58,7 +61,9 @@ def main(argv: list[str] | None = None) -> None:
 
     if distributed.current().is_main:
         save_weights(network.model, model.state_dict())
-        write_model_info(network.root, model_info(name, model_cfg, cfg.size, **shapes))  # what rebuilds the network
+        # After the weights are saved, on a CPU copy: counting cannot touch what was trained.
+        cost = model_cost(model, cfg.size, **shapes)
+        write_model_info(network.root, model_info(name, model_cfg, cfg.size, **shapes, cost=cost))
         write_records(network, train_summary(result, num_classes),
                       train_timing(result, distributed.current().world_size))
         print(f"train {name}: {result.steps} steps, {result.train_time_s:.1f} s, {result.images_per_s:.1f} images/s, "

@@ -52,3 +52,19 @@ def test_a_model_trained_on_caches_needs_their_shapes():
     torch.manual_seed(0)
     with pytest.raises(ValueError, match="dsap_size"):
         model_cost(build("dsa", 10, CFG, dsap_size=16), SIZE)
+
+
+def test_counting_leaves_the_model_and_the_random_stream_alone():
+    """The train stage counts the trained model: its weights, BatchNorm statistics, mode and torch's
+    RNG must come out as they went in."""
+    torch.manual_seed(0)
+    model = build("dsa", 10, CFG, dsap_size=16).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    model_cost(model, SIZE, dsap_size=16)
+    assert torch.equal(torch.rand(3), expected)
+    assert model.training and all(m.training for m in model.modules())
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

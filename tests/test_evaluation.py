@@ -1,3 +1,4 @@
+import functools
 import json
 
 import numpy as np
@@ -11,11 +12,14 @@ from reid.evaluation import EvaluateConfig, RerankConfig, evaluate_features, loa
 from reid.features import read_features, write_features
 from reid.io import read_image, write_image, write_parquet_atomic
 from reid.metrics import evaluate, evaluate_ranked
-from reid.retrieval import rerank
+from reid.retrieval import rerank, rerank_distances
 
 
-def planted(seed=0, n_ids=12, per_id=5, dim=6, noise=2):
-    """Integer features (distances exact in float32, ties possible), junk, distractors, same-camera items."""
+def planted(seed=0, n_ids=12, per_id=5, dim=6, noise=2, near_junk=0):
+    """Integer features (distances exact in float32, ties possible), junk, distractors, same-camera items.
+
+    `near_junk`: that many more junk items (pid -1), each a near copy of one of the first queries, like
+    bad crops of a person; far junk never enters a k-reciprocal set, these do unless dropped first."""
     rng = np.random.default_rng(seed)
     centres = rng.integers(-20, 21, (n_ids, dim))
     g_pids = np.concatenate([np.repeat(np.arange(1, n_ids + 1), per_id), [0, 0, 0, -1, -1]])
@@ -25,6 +29,10 @@ def planted(seed=0, n_ids=12, per_id=5, dim=6, noise=2):
     g = np.concatenate([np.repeat(centres, per_id, 0), rng.integers(-20, 21, (5, dim))])
     g = g + rng.integers(-noise, noise + 1, g.shape)
     q = centres + rng.integers(-noise, noise + 1, centres.shape)
+    if near_junk:  # drawn last: the other items stay those of the same seed without near junk
+        g = np.concatenate([g, q[:near_junk] + rng.integers(-1, 2, (near_junk, dim))])
+        g_pids = np.concatenate([g_pids, np.full(near_junk, -1)])
+        g_cams = np.concatenate([g_cams, rng.integers(0, 3, near_junk)])
     return q.astype(np.float32), g.astype(np.float32), q_pids, g_pids, q_cams, g_cams
 
 
@@ -35,6 +43,12 @@ def _dist(q, g):
 def _same(a, b):
     np.testing.assert_array_equal(a.cmc, b.cmc)
     assert (a.mAP, a.mINP, a.mAP_official, a.n_query_valid) == (b.mAP, b.mINP, b.mAP_official, b.n_query_valid)
+    _same_per_query(a, b)
+
+
+def _same_per_query(a, b):
+    for name, values in a.per_query.columns().items():
+        np.testing.assert_array_equal(values, getattr(b.per_query, name), err_msg=name)  # NaN == NaN here
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -67,15 +81,59 @@ def test_small_top_k_keeps_cmc_exact():
 
 
 def test_rerank_path_and_cosine():
-    q, g, qp, gp, qc, gc = planted(3)
+    q, g, qp, gp, qc, gc = planted(3, noise=6, near_junk=6)
     cfg = RerankConfig(enabled=True, k1=4, k2=2, lambda_value=0.3)
     r = evaluate_features(q, g, qp, gp, qc, gc, max_rank=10, rerank_cfg=cfg)
-    _, idx = rerank(q, g, k1=4, k2=2, lambda_value=0.3)
+    # the stage's route (evaluate_set -> evaluate_features): junk is dropped before re-ranking
+    _, idx = rerank(q, g, k1=4, k2=2, lambda_value=0.3, exclude=gp == -1)
     _same(r, evaluate_ranked(idx, qp, gp, qc, gc, max_rank=10))
+    _, idx_with_junk = rerank(q, g, k1=4, k2=2, lambda_value=0.3)
+    assert evaluate_ranked(idx_with_junk, qp, gp, qc, gc, max_rank=10).mAP != r.mAP  # the junk does matter here
+    _same(evaluate_features(q, g, qp, gp, qc, gc, max_rank=10, rerank_cfg=cfg, top_k=len(g)), r)  # full-depth lists
     cos = evaluate_features(q, g, qp, gp, qc, gc, max_rank=10, metric="cosine")
     cos_k = evaluate_features(q, g, qp, gp, qc, gc, max_rank=10, metric="cosine", top_k=len(g))
     np.testing.assert_allclose(cos.cmc, cos_k.cmc)
     assert cos.mAP == pytest.approx(cos_k.mAP)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_exact_rerank_streams_chunks_into_the_scorer(seed, monkeypatch):
+    """rerank with top_k=None scores re-ranked chunks as they come: the same result as the metrics of
+    the whole re-ranked matrix, without ever ranking the whole gallery (`rerank`)."""
+    import reid.evaluation as ev
+
+    q, g, qp, gp, qc, gc = planted(seed, noise=6, near_junk=4)
+    cfg = RerankConfig(enabled=True, k1=4, k2=2, lambda_value=0.3)
+    junk = gp == -1
+    dense = np.concatenate([d for _, d in rerank_distances(q, g, k1=4, k2=2, lambda_value=0.3, exclude=junk)])
+    ref = evaluate(dense, qp, gp, qc, gc, max_rank=20)
+    assert 0 < ref.mAP < 1
+    _same(evaluate_ranked(rerank(q, g, k1=4, k2=2, lambda_value=0.3, exclude=junk)[1], qp, gp, qc, gc, max_rank=20),
+          ref)  # the old route: every query's whole re-ranked list
+
+    def whole_ranking(*args, **kwargs):
+        raise AssertionError("the exact path must not rank the whole gallery")
+
+    monkeypatch.setattr(ev, "rerank", whole_ranking)
+    _same(evaluate_features(q, g, qp, gp, qc, gc, max_rank=20, rerank_cfg=cfg), ref)
+    # 5 queries a chunk: 3 chunks, each scored against its own queries' labels
+    monkeypatch.setattr(ev, "rerank_distances", functools.partial(rerank_distances, chunk=5))
+    chunked = evaluate_features(q, g, qp, gp, qc, gc, max_rank=20, rerank_cfg=cfg)
+    _same_per_query(chunked, ref)
+    np.testing.assert_allclose(chunked.cmc, ref.cmc, rtol=1e-12)
+    assert (chunked.mAP, chunked.mINP) == (pytest.approx(ref.mAP, rel=1e-12), pytest.approx(ref.mINP, rel=1e-12))
+
+
+def test_exact_path_on_tensors_equals_numpy(monkeypatch):
+    """The CUDA route of the exact path (torch distance chunks copied back) run on CPU tensors."""
+    import torch
+
+    import reid.evaluation as ev
+
+    q, g, qp, gp, qc, gc = planted(1, noise=10)
+    want = evaluate_features(q, g, qp, gp, qc, gc, max_rank=20)
+    monkeypatch.setattr(ev, "on_device", lambda a, device: torch.from_numpy(a))
+    _same(evaluate_features(q, g, qp, gp, qc, gc, max_rank=20), want)
 
 
 def test_feature_bad_input():

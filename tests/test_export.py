@@ -136,6 +136,11 @@ def test_model_info_round_trip_and_errors(tmp_path) -> None:
     data = json.loads(path.read_text())
     assert data["format"] == "reid-model/2" and data["dsap_size"] == S and "dsap_size" not in data["model"]
     assert "dsap_size" not in info_of("baseline").as_json()  # only the models that read a cache record it
+    assert "cost" not in data  # recorded by the train stage only
+    cost = {"training": {"params": 9, "flops": 80}, "inference": {"params": 7, "flops": 60}}
+    with_cost = model_info("dsa", CFG, SIZE, dsap_size=S, cost=cost)
+    assert json.loads(write_model_info(tmp_path / "c", with_cost).read_text())["cost"] == cost
+    assert read_model_info(tmp_path / "c" / "model.json") == with_cost
     data["model"]["width_mult"] = 0.0
     path.write_text(json.dumps(data))
     with pytest.raises(ConfigError, match="width_mult"):
@@ -172,8 +177,12 @@ def test_load_trained_rebuilds_from_model_json_alone(trained, tmp_path) -> None:
     model, weights = trained["dsa"]
     with pytest.raises(FileNotFoundError, match="no .*model.json beside"):
         load_trained(weights.parent)
-    write_model_info(weights.parent, info_of("dsa"))
+    cost = {"training": {"params": 9, "flops": 80}, "inference": {"params": 7, "flops": 60}}
+    write_model_info(weights.parent, model_info("dsa", CFG, SIZE, dsap_size=S, cost=cost))  # as the train stage
     loaded = load_trained(weights)  # the model.pt file names its folder as well
+    assert loaded.weights == weights and loaded.info.cost == cost
+    write_model_info(weights.parent, info_of("dsa"))
+    loaded = load_trained(weights)
     assert loaded.weights == weights and loaded.info == info_of("dsa")
     images, dsap = torch.randn(2, 3, *SIZE), torch.randn(2, 24, 3, S, S)
     whole = load_trained(weights.parent, whole=True).network

@@ -16,7 +16,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("baseline", "baseline2b", "dsa", "san", "dsa_san")
-COPIED = ("reid", "stages", "profiles", "dvc.yaml", ".dvc/config", ".dvcignore")
+COPIED = ("reid", "stages", "profiles", "dvc.yaml", ".dvc/config", ".dvc/plots", ".dvcignore")
 
 pytestmark = pytest.mark.slow
 
@@ -79,9 +79,27 @@ def test_repro_writes_every_output(repo):
     summary = (repo / "metrics" / "summary.md").read_text()
     assert all(f"| `{name}` |" in summary for name in MODELS)
     assert "| pretrained trunk, no fine-tuning |" in summary
-    for picture in ("synth/contact_sheet.png", "dsap_samples.png", "sanpg/samples.png", "texture_samples.png",
-                    "report/figures.png"):
+    for picture in ("synth/contact_sheet.png", "synth/target_sheet.png", "dsap_samples.png", "sanpg/samples.png",
+                    "texture_samples.png", "report/figures.png"):
         assert (repo / "data" / picture).stat().st_size > 0
+
+
+def test_repro_evaluates_every_model_on_the_cross_dataset_target(repo):
+    target = pq.read_table(repo / "data" / "target" / "manifest.parquet")
+    assert set(target.column("split").to_pylist()) == {"query", "gallery"}
+    n_query = target.column("split").to_pylist().count("query")
+    for name in (*MODELS, "pretrained"):
+        metrics = json.loads((repo / "metrics" / "cross" / f"{name}.json").read_text())
+        assert metrics["source"] == {"dataset": "synthetic", "root": "data/synth/market"}
+        assert metrics["target"] == {"dataset": "synthetic", "root": "data/synth/target"}
+        assert metrics["n_query"] == n_query and metrics["n_query_valid"] > 0 and "diagnostics" not in metrics
+        ids = pq.read_table(repo / "data" / "target" / "features" / f"{name}.parquet").column("image_id").to_pylist()
+        assert ids == target.column("image_id").to_pylist()
+        assert (repo / "data" / "target" / "eval" / name / "per_query.parquet").is_file()
+        assert (repo / "metrics" / "cross" / "cmc" / f"{name}.tsv").is_file()
+    summary = (repo / "metrics" / "summary.md").read_text()
+    section = summary.split("## Cross-dataset: `synthetic` (data/synth/market) → `synthetic` (data/synth/target)")[1]
+    assert all(f"| `{name}` |" in section for name in MODELS) and "| pretrained trunk, no fine-tuning |" in section
 
 
 def test_second_repro_does_nothing(repo):
@@ -95,16 +113,22 @@ def test_dvc_lists_every_metric_and_plot(repo, tmp_path):
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo))[""]["data"]
     expected = ({f"metrics/{m}.json" for m in (*MODELS, "pretrained", "densepose", "densepose_lite", "sanpg",
                                                "texture", "claims")}
-                | {f"metrics/train/{net}.json" for net in (*MODELS, "pretrain", "sanpg", "densepose")})
+                | {f"metrics/train/{net}.json" for net in (*MODELS, "pretrain", "sanpg", "densepose")}
+                | {f"metrics/cross/{m}.json" for m in (*MODELS, "pretrained")})
     assert set(shown) == expected and all("error" not in m for m in shown.values()), shown.keys()
     plots = json.loads(run(["dvc", "plots", "show", "--json", "-o", str(tmp_path)], repo))  # images: out of the repo
     assert "errors" not in plots, plots["errors"]
-    pictures = {"data/synth/contact_sheet.png", "data/dsap_samples.png", "data/sanpg/samples.png",
-                "data/texture_samples.png", "data/report/figures.png", *(f"data/eval/{m}/ranked_list.png" for m in MODELS)}
-    assert pictures | {"CMC"} <= set(plots["data"])
-    assert plots["data"]["CMC"][0]["content"]["data"]["values"]  # the six feature sets' curves on one chart
-    for net in (*MODELS, "pretrain", "sanpg", "densepose"):
-        assert f"metrics/train/{net}/plots/metrics/loss.tsv" in plots["data"], net
+    pictures = {"data/synth/contact_sheet.png", "data/synth/target_sheet.png", "data/dsap_samples.png", "data/sanpg/samples.png",
+                "data/texture_samples.png", "data/report/figures.png", *(f"data/eval/{m}/ranked_list.png" for m in MODELS),
+                *(f"data/target/eval/{m}/ranked_list.png" for m in MODELS)}
+    assert pictures | {"CMC", "CMC_target"} <= set(plots["data"])
+    for chart in ("CMC", "CMC_target"):  # the six feature sets' curves on one chart, on the source and the target
+        assert plots["data"][chart][0]["content"]["data"]["values"]
+    # dvc.yaml's charts of the training curves, every network's on one of them (tests/test_plots.py checks
+    # them in a fresh clone, before any repro)
+    shown_files = {value.get("filename") for chart in ("train_loss", "pretrain_loss", "sanpg_l1", "densepose_loss", "lr")
+                   for value in plots["data"][chart][0]["content"]["data"]["values"]}
+    assert {f"{net}/plots/metrics/lr.tsv" for net in (*MODELS, "pretrain", "sanpg", "densepose")} <= shown_files
 
 
 def dirty_stages_after(repo: Path, section: str, key: str, factor: float) -> set[str]:
@@ -137,31 +161,42 @@ def downstream(stages: tuple[str, ...], models: tuple[str, ...]) -> set[str]:
     return {f"{stage}@{m}" for stage in stages for m in models} | {"report"}
 
 
+EVALUATION = ("train", "features", "evaluate", "cross_evaluate")  # what a model's training change reaches
+
+
 def test_training_knob_dirties_only_training_and_downstream(repo):
     dirty = dirty_stages_after(repo, "train", "lr", 2)
     assert dirty == {f"train@{m}" for m in MODELS}
-    assert descendants(repo, dirty) == downstream(("train", "features", "evaluate"), MODELS)
+    assert descendants(repo, dirty) == downstream(EVALUATION, MODELS)
 
 
 def test_san_knob_reaches_only_the_san_stages(repo):
     dirty = dirty_stages_after(repo, "train_sanpg", "lr", 2)
     assert dirty == {"train_sanpg"}
-    expected = {"train_sanpg", "texture"} | downstream(("train", "features", "evaluate"), ("san", "dsa_san"))
+    expected = {"train_sanpg", "texture"} | downstream(EVALUATION, ("san", "dsa_san"))
     assert descendants(repo, dirty) == expected
 
 
 def test_pretraining_knob_reaches_every_trunk_and_nothing_else(repo):
     dirty = dirty_stages_after(repo, "pretrain", "num_workers", 2)
     assert dirty == {"pretrain"}
-    expected = ({"pretrain", "train_sanpg", "texture", "features@pretrained", "evaluate@pretrained"}
-                | downstream(("train", "features", "evaluate"), MODELS))
+    expected = ({"pretrain", "train_sanpg", "texture", "features@pretrained", "evaluate@pretrained",
+                 "cross_evaluate@pretrained"}
+                | downstream(EVALUATION, MODELS))
     assert descendants(repo, dirty) == expected
+
+
+def test_target_knob_reaches_only_the_cross_dataset_stages(repo):
+    dirty = dirty_stages_after(repo, "target", "num_workers", 2)
+    assert dirty == {"prepare_target"}
+    assert descendants(repo, dirty) == {"prepare_target", "report"} | {
+        f"cross_evaluate@{m}" for m in (*MODELS, "pretrained")}
 
 
 def test_dsap_knob_reaches_only_the_dsa_models(repo):
     dirty = dirty_stages_after(repo, "dsap", "batch_size", 2)
     assert dirty == {"dsap"}
-    expected = {"dsap"} | downstream(("train", "features", "evaluate"), ("dsa", "dsa_san"))
+    expected = {"dsap"} | downstream(EVALUATION, ("dsa", "dsa_san"))
     assert descendants(repo, dirty) == expected
 
 
@@ -171,7 +206,7 @@ def test_experiment_runs_only_dependent_stages_and_metrics_diff_compares_commits
     run(["git", "commit", "-qm", "micro results"], repo)
     out = run(["dvc", "exp", "run", "-S", "models.baseline.triplet_weight=0.5"], repo)
     ran = set(re.findall(r"Running stage '([^']+)'", out))
-    assert ran == downstream(("train", "features", "evaluate"), ("baseline",))
+    assert ran == downstream(EVALUATION, ("baseline",))
     assert yaml.safe_load((repo / "params.yaml").read_text())["models"]["baseline"]["triplet_weight"] == 0.5
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline triplet weight 0.5"], repo)
@@ -202,13 +237,14 @@ def test_dsap_grid_change_reruns_the_stage_instead_of_restoring_the_cache(repo):
 # A forced re-run of these stages from scratch must change no tracked metric (a forced re-run of the
 # whole micro pipeline would double this module's time; these cover every training stage and metric kind).
 RERUN = ("pretrain", "train_densepose", "densepose", "train_sanpg", "texture", "train@baseline",
-         "features@baseline", "evaluate@baseline", "report")
+         "features@baseline", "evaluate@baseline", "cross_evaluate@baseline", "report")
 CHECKPOINTS = ("data/pretrain/checkpoint", "data/densepose/checkpoint", "data/sanpg/checkpoint",
                "data/models/baseline/checkpoint")  # persisted: without deleting them the stages would just resume
 NETWORKS = (("pretrain", "data/pretrain/model.pt"), ("pretrain", "data/pretrain/trunk.pt"),
             ("train_densepose", "data/densepose/model.pt"), ("train_sanpg", "data/sanpg/model.pt"),
             ("train@baseline", "data/models/baseline/model.pt"), ("densepose", "data/iuv.parquet"),
-            ("texture", "data/texture.parquet"), ("features@baseline", "data/features/baseline.parquet"))
+            ("texture", "data/texture.parquet"), ("features@baseline", "data/features/baseline.parquet"),
+            ("cross_evaluate@baseline", "data/target/features/baseline.parquet"))
 
 
 def out_md5(lock: dict, stage: str, path: str) -> str:

@@ -20,14 +20,15 @@ from reid.modeling import MODEL_NAMES
 from reid.modeling.config import ModelConfig
 from reid.report import ReportConfig
 from reid.sanpg.config import SanPGConfig, TextureConfig
-from reid.synth import PitConfig, WorldConfig
+from reid.synth import PitConfig, TargetConfig, WorldConfig
 from stages.common import load_config
 from stages.profile import deep_merge, profile_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC_IGNORED = {"size", "nfiles"}  # dvc.stage.cache: dict_sha256(..., exclude=[PARAM_SIZE, PARAM_NFILES])
 PROFILES = sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml"))
-SECTIONS = {"synthesize.world": WorldConfig, "synthesize.pit": PitConfig, "prepare": PrepareConfig,
+SECTIONS = {"synthesize.world": WorldConfig, "synthesize.pit": PitConfig, "synthesize.target": TargetConfig,
+            "prepare": PrepareConfig, "target": PrepareConfig,
             "densepose": DensePoseConfig, "dsap": DSAPConfig, "train_densepose": TrainDensePoseConfig,
             "train_sanpg": SanPGConfig, "texture": TextureConfig, "train": TrainConfig, "features": FeaturesConfig,
             "evaluate": EvaluateConfig, "report": ReportConfig,

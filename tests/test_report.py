@@ -11,13 +11,17 @@ import pytest
 import yaml
 
 from reid.evaluation import write_cmc
+from reid.export import INFO_FILE, model_info, write_model_info
 from reid.io import read_image, write_image, write_parquet_atomic
+from reid.modeling.config import ModelConfig
 from reid.report import (
+    MODEL_INFO_FILE,
     ClaimResult,
     ModelResult,
     QueryTable,
     claim_verdict,
     claims_table,
+    cost_section,
     figure_sheet,
     judge_claims,
     load_model_result,
@@ -25,6 +29,7 @@ from reid.report import (
     paired_query_values,
     paper_table,
     read_cmc,
+    read_model_cost,
     read_query_table,
     summary_markdown,
 )
@@ -53,6 +58,26 @@ def write_query_file(path: str | Path, table: QueryTable) -> None:
         "image_id": pa.array(list(table.image_id), pa.string()), "pid": pa.array(np.arange(n), pa.int64()),
         "camid": pa.array(np.zeros(n, np.int64)), "valid": pa.array(table.valid), "ap": pa.array(table.ap),
         "first_hit": pa.array(table.first_hit), "inp": pa.array(table.ap)}))
+
+
+def cost(train_params: int, train_flops: int, infer_params: int, infer_flops: int) -> dict[str, dict[str, int]]:
+    return {"training": {"params": train_params, "flops": train_flops},
+            "inference": {"params": infer_params, "flops": infer_flops}}
+
+
+# dsa and dsa_san infer as baseline2b, san as baseline: the regulators are training-only
+COSTS = {"baseline": cost(24_000_000, 4_000_000_000, 23_500_000, 4_000_000_000),
+         "baseline2b": cost(30_000_000, 5_000_000_000, 29_000_000, 4_500_000_000),
+         "dsa": cost(41_000_000, 9_000_000_000, 29_000_000, 4_500_000_000),
+         "san": cost(35_000_000, 7_250_000_000, 23_500_000, 4_000_000_000)}
+
+
+def write_model_json(folder: str | Path, name: str, model_cost: dict | None) -> Path:
+    """A model.json exactly as the train stage writes it (reid.export), with `model_cost` as its cost."""
+    shapes = {"dsap_size": 16} if "dsa" in name else {}
+    shapes |= {"texture_tile": 8} if "san" in name else {}
+    return write_model_info(folder, model_info(name, ModelConfig(pretrained=None), (256, 128), **shapes,
+                                               cost=model_cost))
 
 
 def table_row(text: str, first_cell: str) -> list[str]:
@@ -188,6 +213,45 @@ def test_missing_or_incomplete_metrics_name_the_file(tmp_path):
         load_model_result("baseline", tmp_path, tmp_path / "train")
 
 
+def test_cost_table_reads_model_json_and_computes_which_models_infer_alike(tmp_path):
+    assert MODEL_INFO_FILE == INFO_FILE
+    costs = {m: read_model_cost(write_model_json(tmp_path / m, m, c)) for m, c in COSTS.items()}
+    costs["dsa_san"] = read_model_cost(write_model_json(tmp_path / "dsa_san", "dsa_san", None))  # no cost recorded
+    assert costs["dsa"] == COSTS["dsa"] and costs["dsa_san"] is None
+    text = "\n".join(cost_section(costs))
+    assert table_row(text, "`dsa`")[1:] == ["41.000", "9.000", "29.000", "4.500"]
+    assert table_row(text, "`san`")[1:] == ["35.000", "7.250", "23.500", "4.000"]
+    assert table_row(text, "`dsa_san`")[1:] == ["—", "—", "—", "—"]
+    assert ("- `dsa` infers at exactly `baseline2b`'s cost (same parameters and FLOPs), with +11.000 M parameters "
+            "and +4.000 GFLOPs at training.") in text
+    assert "- `san` infers at exactly `baseline`'s cost" in text
+    assert "`dsa_san` infers" not in text and "`dsa_san` does" not in text  # nothing to compare
+
+    costs["san"] = cost(35_000_000, 7_250_000_000, 23_500_001, 4_000_000_000)  # one parameter more
+    text = "\n".join(cost_section(costs))
+    assert "- `san` does **not** infer at `baseline`'s cost: +0.000 M parameters, +0.000 GFLOPs at inference." in text
+    assert cost_section({"baseline": None}) == []
+    summary = summary_markdown([result("baseline", 60, 50)], "synthetic", costs={"baseline": COSTS["baseline"]})
+    assert table_row(summary, "`baseline`")[1:] == ["60.0", "80.0", "90.0", "50.0", "30.0", "48.0", "12", "300", "1.235"]
+    assert "## Model cost" in summary and "| `baseline` | 24.000 | 4.000 | 23.500 | 4.000 |" in summary
+    assert "Model cost" not in summary_markdown([result("baseline", 60, 50)], "synthetic")
+
+
+def test_a_bad_cost_in_model_json_names_the_file(tmp_path):
+    path = write_model_json(tmp_path, "baseline", COSTS["baseline"])
+    data = json.loads(path.read_text())
+    data["cost"]["inference"]["flops"] = 1.5
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"model.json: cost.inference.flops must be a count, got 1.5"):
+        read_model_cost(path)
+    data["cost"] = {"training": COSTS["baseline"]["training"]}
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"cost.inference.params must be a count, got None"):
+        read_model_cost(path)
+    with pytest.raises(FileNotFoundError, match="nowhere/model.json: missing"):
+        read_model_cost(tmp_path / "nowhere" / "model.json")
+
+
 def test_cmc_round_trips_through_the_evaluation_writer(tmp_path):
     write_cmc(tmp_path / "cmc.tsv", np.array([0.5, 0.75, 1.0]))
     ranks, acc = read_cmc(tmp_path / "cmc.tsv")
@@ -201,9 +265,11 @@ def test_figure_sheet_stacks_titled_pictures_at_one_width():
 
 
 REPORT_ARGS = ["--scores", "metrics", "--train-metrics", "metrics/train", "--cmc", "metrics/cmc", "--eval", "data/eval",
+               "--models", "data/models",
                "--densepose-metrics", "metrics/densepose.json", "--sanpg-metrics", "metrics/sanpg.json",
                "--texture-metrics", "metrics/texture.json", "--dsap-samples", "data/dsap_samples.png",
-               "--texture-samples", "data/texture_samples.png", "--summary", "metrics/summary.md",
+               "--texture-samples", "data/texture_samples.png", "--cross", "metrics/cross",
+               "--cross-eval", "data/target/eval", "--summary", "metrics/summary.md",
                "--claims", "metrics/claims.json", "--figures", "data/report/figures.png"]
 
 
@@ -220,6 +286,7 @@ def test_report_stage_writes_summary_claims_and_figures(tmp_path, monkeypatch):
         write_cmc(f"metrics/cmc/{m}.tsv", np.linspace(0.5, 1.0, 20))
         write_image(f"data/eval/{m}/ranked_list.png", np.full((30, 120, 3), 100, np.uint8))
         write_query_file(f"data/eval/{m}/per_query.parquet", query_table(ap + 0.1 * i))
+        write_model_json(f"data/models/{m}", m, COSTS[m])
     Path("metrics/pretrained.json").write_text(json.dumps({**SCORES, "rank1_pct": 5.0}))
     params = {"report": {"models": models, "bootstrap": 1000, "bootstrap_seed": 3},
               "prepare": {"dataset": "synthetic"}, "densepose": {"backend": "oracle"}}
@@ -228,6 +295,8 @@ def test_report_stage_writes_summary_claims_and_figures(tmp_path, monkeypatch):
     summary = Path("metrics/summary.md").read_text()
     assert table_row(summary, "`dsa`")[1] == "62.0" and "`san` > `baseline`" not in summary
     assert table_row(summary, "pretrained trunk, no fine-tuning")[1] == "5.0"
+    assert "| `dsa` | 41.000 | 9.000 | 29.000 | 4.500 |" in summary
+    assert "- `dsa` infers at exactly `baseline2b`'s cost" in summary and "`san` infers" not in summary
     assert read_image("data/report/figures.png").shape[1] == 900
     claims = json.loads(Path("metrics/claims.json").read_text())
     assert claims["method"] == "paired bootstrap over valid queries, B=1000, seed=3, 95% percentile interval"
@@ -238,7 +307,30 @@ def test_report_stage_writes_summary_claims_and_figures(tmp_path, monkeypatch):
     assert set(mAP) == {"claim", "source", "metric", "delta", "ci95", "verdict"}
     assert (mAP["source"], mAP["delta"], mAP["ci95"], mAP["verdict"]) == ("DSA Table 3", 10.0, [10.0, 10.0], "holds")
     assert claims["claims"][0]["verdict"] == "inconclusive"  # every query a rank-1 hit in both
+    assert "Cross-dataset" not in summary  # a run without cross-dataset metrics
 
+    labels = {"source": {"dataset": "synthetic", "root": "w"}, "target": {"dataset": "dukemtmc", "root": "d"}}
+    for i, m in enumerate(["pretrained", *models]):
+        Path("metrics/cross").mkdir(exist_ok=True)
+        scores = {**SCORES, "rank1_pct": 100.0, "mAP_pct": 40.0 + i}  # as the per-query file below says
+        Path(f"metrics/cross/{m}.json").write_text(json.dumps({**labels, **scores}))
+        write_query_file(f"data/target/eval/{m}/per_query.parquet", query_table(np.full(50, 0.4 + 0.01 * i)))
+    stage.main(REPORT_ARGS)
+    summary = Path("metrics/summary.md").read_text()
+    assert "## Cross-dataset: `synthetic` (w) → `dukemtmc` (d)" in summary
+    assert table_row(summary.split("## Cross-dataset")[1], "`dsa`")[:5] == [
+        "`dsa`", "62.0", "50.0", "100.0 [100.0, 100.0]", "43.0 [43.0, 43.0]"]
+    assert table_row(summary.split("## Cross-dataset")[1], "pretrained trunk, no fine-tuning")[1] == "5.0"
+    Path("metrics/cross/dsa.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no cross-dataset metrics of dsa"):
+        stage.main(REPORT_ARGS)
+    for m in ["pretrained", *models[:2]]:
+        Path(f"metrics/cross/{m}.json").unlink()
+
+    Path("data/models/dsa/model.json").rename("dsa.json")
+    with pytest.raises(FileNotFoundError, match="data/models/dsa/model.json"):
+        stage.main(REPORT_ARGS)
+    Path("dsa.json").rename("data/models/dsa/model.json")
     Path("data/eval/dsa/per_query.parquet").unlink()
     with pytest.raises(FileNotFoundError, match="data/eval/dsa/per_query.parquet"):
         stage.main(REPORT_ARGS)

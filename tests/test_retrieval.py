@@ -215,6 +215,23 @@ def test_streamed_distances_score_like_ranked_lists():
     assert streamed.mAP == pytest.approx(ranked.mAP) and streamed.mINP == pytest.approx(ranked.mINP)
 
 
+def test_tensor_blocks_equal_numpy_blocks(monkeypatch):
+    """The CUDA route (torch blocks, scalars and rows copied back) run on CPU tensors: same as numpy."""
+    q, g = _clusters(5)
+    x = np.concatenate([q, g])
+    rows, cols = np.array([0, 3, 9, 2]), np.array([7, 3, 1, 40])
+    want = farthest_and_pair_distances(x, rows, cols, step=8, device="cpu")
+    want_final = np.concatenate([d for _, d in rerank_distances(q, g, k1=6, k2=3, chunk=4, device="cpu")])
+    monkeypatch.setattr(retrieval, "on_device", lambda a, device: torch.from_numpy(a))
+    got = farthest_and_pair_distances(x, rows, cols, step=8, device="cpu")
+    for a, b in zip(got, want, strict=True):
+        assert isinstance(a, np.ndarray)
+        np.testing.assert_allclose(a, b, rtol=1e-5)
+    chunks = [d for _, d in rerank_distances(q, g, k1=6, k2=3, chunk=4, device="cpu")]
+    assert all(isinstance(d, np.ndarray) and d.dtype == np.float32 for d in chunks)
+    np.testing.assert_allclose(np.concatenate(chunks), want_final, atol=1e-5)
+
+
 def test_top_k_stable_breaks_ties_by_index():
     rng = np.random.default_rng(8)
     for _ in range(50):

@@ -11,6 +11,7 @@ baseline2b's cost and san at baseline's, although they train with more.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -54,17 +55,15 @@ def model_cost(model: nn.Module, input_size: tuple[int, int], *, dsap_size: int 
                texture_tile: int | None = None) -> dict[str, dict[str, int]]:
     """``{"training": {"params", "flops"}, "inference": {"params", "flops"}}`` per image at `input_size`.
 
-    Counted on CPU in eval mode (BatchNorm's batch statistics do not change FLOPs); the model's mode
-    is restored after.
+    Counted on a CPU copy in eval mode (BatchNorm's batch statistics do not change FLOPs), so `model`
+    itself — device, mode, weights, BatchNorm statistics — is untouched, wherever it is; torch's CPU
+    RNG is restored after, so a caller's random stream does not depend on whether it counted.
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with torch.random.fork_rng(devices=[]):
+        model = copy.deepcopy(model).cpu().eval()
         batch = dummy_batch(model, input_size, 2, dsap_size=dsap_size, texture_tile=texture_tile)
         inference = model.inference_model()
         return {
             "training": {"params": parameter_count(model), "flops": forward_flops(model, batch) // 2},
             "inference": {"params": parameter_count(inference), "flops": forward_flops(inference, batch["image"]) // 2},
         }
-    finally:
-        model.train(was_training)

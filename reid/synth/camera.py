@@ -29,18 +29,51 @@ class Camera:
     resolution: float  # fraction of the crop resolution the sensor really delivers
 
 
-def sample_cameras(n: int, rng: np.random.Generator) -> list[Camera]:
-    """`n` cameras with spread-out mean headings and different imaging defects."""
+@dataclass(frozen=True)
+class CameraDomain:
+    """The distribution a world's cameras are drawn from. The defaults are the reID world's (and its
+    pool's); a cross-dataset target world shifts them (params ``synthesize.target.domain``)."""
+
+    elevation: tuple[float, float] = (5.0, 30.0)  # degrees, looking down
+    cast: tuple[float, float] = (0.88, 1.12)  # range of the per-channel RGB gains
+    brightness: float = 1.0  # scene lighting: one gain on every camera's cast
+    blur: tuple[float, ...] = (0.0, 0.5, 0.9)  # Gaussian sigmas a camera picks from
+    noise: tuple[float, float] = (2.0, 7.0)  # grey levels
+    resolution: tuple[float, float] = (0.5, 1.0)  # fraction of the crop resolution delivered
+
+    def validate(self) -> None:
+        ranges = {"elevation": self.elevation, "cast": self.cast, "noise": self.noise, "resolution": self.resolution}
+        for name, (lo, hi) in ranges.items():
+            if lo > hi:
+                raise ValueError(f"{name} must be a [min, max] range, got {[lo, hi]}")
+        checks = [
+            (-10 <= self.elevation[0] and self.elevation[1] <= 80, "elevation must lie in [-10, 80] degrees"),
+            (self.cast[0] > 0 and self.brightness > 0, "cast and brightness must be > 0"),
+            (bool(self.blur) and min(self.blur) >= 0, "blur must list at least one sigma >= 0"),
+            (self.noise[0] >= 0, "noise must be >= 0"),
+            (0.1 <= self.resolution[0] and self.resolution[1] <= 1, "resolution must lie in [0.1, 1]"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+def sample_cameras(n: int, rng: np.random.Generator, domain: CameraDomain = CameraDomain()) -> list[Camera]:
+    """`n` cameras with spread-out mean headings and different imaging defects, drawn from `domain`.
+
+    The default domain draws exactly what this function drew before it had one (same calls, same
+    bounds), so the reID world's bytes do not depend on it.
+    """
     base = rng.uniform(0, 360)
     return [
         Camera(
             azimuth=float((base + i * 360.0 / n * 0.5 + rng.normal(0, 10)) % 360),
             spread=float(rng.uniform(15, 35)),
-            elevation=float(rng.uniform(5, 30)),
-            cast=tuple(float(g) for g in rng.uniform(0.88, 1.12, 3)),
-            blur=float(rng.choice([0.0, 0.5, 0.9])),
-            noise=float(rng.uniform(2, 7)),
-            resolution=float(rng.uniform(0.5, 1.0)),
+            elevation=float(rng.uniform(*domain.elevation)),
+            cast=tuple(float(g) * domain.brightness for g in rng.uniform(*domain.cast, 3)),
+            blur=float(rng.choice(domain.blur)),
+            noise=float(rng.uniform(*domain.noise)),
+            resolution=float(rng.uniform(*domain.resolution)),
         )
         for i in range(n)
     ]

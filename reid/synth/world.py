@@ -1,8 +1,9 @@
 """The synthetic reID world and its exports: a Market-1501-layout folder and a PIT-layout folder.
 
 Every random draw comes from a numpy Generator seeded by (seed, stream, ...indices), so the same
-config gives identical bytes whatever the order or subset of work, and the PIT world (its own
-stream) never shares an identity with the reID world.
+config gives identical bytes whatever the order or subset of work, and the PIT world, the
+pretraining pool and the cross-dataset target world (each its own stream) never share an identity
+with the reID world, whatever their seeds.
 """
 
 from __future__ import annotations
@@ -25,13 +26,18 @@ from tqdm import tqdm
 from reid.data.datasets import DENSEPOSE_FOLDER
 from reid.io import encode_png, encode_raw, write_json_atomic
 from reid.synth.body import Body, sample_body, sample_pose
-from reid.synth.camera import Camera, apply_camera, capture, clutter, detection_view, sample_cameras
+from reid.synth.camera import Camera, CameraDomain, apply_camera, capture, clutter, detection_view, sample_cameras
 from reid.synth.render import View
 from reid.synth.texture import Outfit, make_atlas, sample_outfit, sibling
 
 # Seed streams: one per kind of draw.
 S_PEOPLE, S_ATLAS, S_PLAN, S_IMAGE, S_CAMERAS, S_FRAMES, S_DISTRACT, S_JUNK, S_PIT, S_DENSEPOSE = range(1, 11)
-SPLIT_CODE = {"train": 0, "test": 1, "pool": 2}  # pool: the pretraining identities (export_pool)
+# pool: export_pool's identities; target_train / target: export_target's train and test identities
+SPLIT_CODE = {"train": 0, "test": 1, "pool": 2, "target": 3, "target_train": 4}
+TRAIN_SPLITS = ("train", "pool", "target_train")  # written to bounding_box_train/ (the others: query + gallery)
+# Offset (in units of 1 << 16) of a split's identities in the per-person, stranger and camera streams:
+# the pool's and the target's people never replay a world identity's draws, even under the same seed.
+STREAM_OFFSET = {"pool": 1, "target": 2, "target_train": 2}
 MARKET_NAME = re.compile(r"^(-1|\d{4})_c(\d)s1_(\d{6})_(\d{2})$")
 
 
@@ -150,6 +156,54 @@ class PoolConfig:
         self.world_config().validate()
 
 
+def _shifted_domain() -> CameraDomain:
+    # The default shift: higher cameras (other viewpoints, more foreshortening), dimmer light with
+    # stronger colour casts, softer and noisier sensors. Moderate on purpose: people stay recognisable.
+    return CameraDomain(elevation=(20.0, 45.0), cast=(0.8, 1.2), brightness=0.8, blur=(0.5, 0.9, 1.3),
+                        noise=(4.0, 10.0), resolution=(0.4, 0.8))
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """The cross-dataset target world (params: synthesize.target): a Market-1501-layout world seen by
+    cameras drawn from a shifted `domain`, its identities from their own stream (disjoint from the
+    reID world's and the pool's). What counts is its query + gallery (`n_identities`, with distractors
+    and junk); its train split is a token one that makes the folder a complete Market-1501 dataset."""
+
+    seed: int = 2
+    n_identities: int = 120  # test identities: query + gallery
+    n_train: int = 10  # token train identities (bounding_box_train/ must exist); never evaluated
+    n_cameras: int = 6
+    cameras_per_identity: tuple[int, int] = (2, 3)
+    images_per_identity: int = 6
+    n_distractors: int = 30
+    n_junk: int = 10
+    height: int = 128
+    width: int = 64
+    tile: int = 32
+    hard_negative_rate: float = 0.4
+    occlusion: float = 0.2
+    cut_off: float = 0.1
+    jpeg_quality: int = 85
+    domain: CameraDomain = dataclasses.field(default_factory=_shifted_domain)
+
+    def world_config(self) -> WorldConfig:
+        """The world settings the target is rendered with (no DensePose renders)."""
+        return WorldConfig(seed=self.seed, n_train=self.n_train, n_test=self.n_identities, n_cameras=self.n_cameras,
+                           cameras_per_identity=self.cameras_per_identity,
+                           images_per_identity=self.images_per_identity, n_distractors=self.n_distractors,
+                           n_junk=self.n_junk, height=self.height, width=self.width, tile=self.tile,
+                           hard_negative_rate=self.hard_negative_rate, occlusion=self.occlusion,
+                           cut_off=self.cut_off, jpeg_quality=self.jpeg_quality)
+
+    def validate(self) -> None:
+        if self.n_identities < 1 or self.n_train < 1 or self.n_identities + self.n_train > 9999:
+            raise ValueError(f"n_identities and n_train must be >= 1 and sum to <= 9999 (4-digit pids), got "
+                             f"{self.n_identities} and {self.n_train}")
+        self.world_config().validate()
+        self.domain.validate()
+
+
 @dataclass(frozen=True)
 class Person:
     pid: int
@@ -161,17 +215,19 @@ class Person:
 
     @property
     def stream_key(self) -> int:
-        """The person's key in the per-person seed streams: the pid, offset for pool identities so a
-        pool never replays a world identity's draws even under the same seed."""
-        return self.pid + (1 << 16) * (self.split == "pool")
+        """The person's key in the per-person seed streams: the pid, offset for pool and target
+        identities (STREAM_OFFSET) so they never replay a world identity's draws even under the same seed."""
+        return self.pid + (1 << 16) * STREAM_OFFSET.get(self.split, 0)
 
 
 def make_people(cfg: WorldConfig, splits: tuple[str, ...] = ("train", "test")) -> list[Person]:
     """Train identities get pids 1..n_train, test identities the next n_test; families never straddle splits.
-    ``splits=("pool",)`` draws cfg.n_train identities from the pool's own stream instead."""
+    ``splits=("pool",)`` draws cfg.n_train identities from the pool's own stream instead, ``("target",)``
+    cfg.n_test test identities from the target's (``"target_train"``: cfg.n_train train identities)."""
     people: list[Person] = []
     family = 0
-    sizes = {"train": cfg.n_train, "test": cfg.n_test, "pool": cfg.n_train}
+    sizes = {"train": cfg.n_train, "test": cfg.n_test, "pool": cfg.n_train, "target": cfg.n_test,
+             "target_train": cfg.n_train}
     for split, n in ((s, sizes[s]) for s in splits):
         rng = _rng(cfg.seed, S_PEOPLE, SPLIT_CODE[split])
         members: list[Person] = []
@@ -214,13 +270,13 @@ def _person_shots(person: Person, atlas: np.ndarray, cams: list[Camera], cfg: Wo
         camera = cams[cam]
         heading = camera.azimuth + 180.0 * (plan.random() < 0.5) + plan.normal(0, camera.spread)
         phase0 = plan.uniform(0, 2 * np.pi)
-        query = int(plan.integers(count)) if person.split == "test" else -1
+        query = int(plan.integers(count)) if person.split in ("test", "target") else -1
         for i in range(int(count)):
             rng = _rng(cfg.seed, S_IMAGE, person.stream_key, cam, i)
             pose = dataclasses.replace(sample_pose(rng, person.body, person.gait), phase=float(phase0 + 1.1 * i))
             view = detection_view(heading + rng.normal(0, 8), camera, rng, cfg.cut_off)
             rgb, iuv = capture(atlas, pose, view, camera, cfg.size, rng, cfg.occlusion)
-            folder = "bounding_box_train" if person.split in ("train", "pool") else (
+            folder = "bounding_box_train" if person.split in TRAIN_SPLITS else (
                 "query" if i == query else "bounding_box_test")
             shots.append(Shot(person.pid, cam, folder, rgb, iuv))
     return shots
@@ -243,7 +299,8 @@ def _densepose_shots(person: Person, atlas: np.ndarray, cams: list[Camera], cfg:
 
 
 def _stranger_shot(cfg: WorldConfig, cams: list[Camera], stream: int, index: int) -> Shot:
-    """A distractor (pid 0: a stranger or an empty box) or a junk crop (pid -1: a badly cut-off person)."""
+    """A distractor (pid 0: a stranger or an empty box) or a junk crop (pid -1: a badly cut-off person).
+    `index` keys its draws (a target world's start at STREAM_OFFSET["target"] << 16)."""
     rng = _rng(cfg.seed, stream, index)
     cam = int(rng.integers(cfg.n_cameras))
     camera = cams[cam]
@@ -352,11 +409,30 @@ def export_pool(out_dir: str | os.PathLike, cfg: PoolConfig, *, progress: bool =
                           progress=progress, workers=workers, strangers=False)
 
 
+def export_target(out_dir: str | os.PathLike, cfg: TargetConfig, *, progress: bool = True,
+                  workers: int = 0) -> dict:
+    """Write a cross-dataset target world to `out_dir` in Market-1501 layout (+ gt_iuv/, textures/,
+    world.json): `cfg.n_train` token train and `cfg.n_identities` test identities from the target's own
+    stream (disjoint from any world's and pool's) and its own strangers, under cameras drawn from
+    `cfg.domain`."""
+    cfg.validate()
+    world = cfg.world_config()
+    offset = STREAM_OFFSET["target"] << 16
+    cams = sample_cameras(world.n_cameras, _rng(world.seed, S_CAMERAS, offset), cfg.domain)
+    people = make_people(world, ("target_train", "target"))
+    return _export_people(Path(out_dir), world, people, "reid.synth target world",
+                          progress=progress, workers=workers, strangers=True, cams=cams,
+                          stranger_offset=offset, config=dataclasses.asdict(cfg))
+
+
 def _export_people(out_dir: Path, cfg: WorldConfig, people: list[Person], kind: str, *, progress: bool,
-                   workers: int, strangers: bool) -> dict:
-    """Render `people` (+ the world's distractors and junk when `strangers`) into a Market-layout folder."""
+                   workers: int, strangers: bool, cams: list[Camera] | None = None, stranger_offset: int = 0,
+                   config: dict | None = None) -> dict:
+    """Render `people` (+ distractors and junk when `strangers`, keyed from `stranger_offset`) into a
+    Market-layout folder, under `cams` (default: drawn from the world's seed); world.json records
+    `config` (default: `cfg`)."""
     workers = workers or os.cpu_count() or 1
-    cams = sample_cameras(cfg.n_cameras, _rng(cfg.seed, S_CAMERAS))
+    cams = cams if cams is not None else sample_cameras(cfg.n_cameras, _rng(cfg.seed, S_CAMERAS))
     counts: dict[str, int] = {}
 
     def build(root: Path) -> None:
@@ -364,7 +440,8 @@ def _export_people(out_dir: Path, cfg: WorldConfig, people: list[Person], kind: 
         frame_rng = _rng(cfg.seed, S_FRAMES)
         jobs = [("person", p) for p in people]
         if strangers:
-            jobs += [("distractor", i) for i in range(cfg.n_distractors)] + [("junk", i) for i in range(cfg.n_junk)]
+            jobs += [("distractor", stranger_offset + i) for i in range(cfg.n_distractors)]
+            jobs += [("junk", stranger_offset + i) for i in range(cfg.n_junk)]
         for (_, item), (atlas, shots) in zip(jobs, _rendered(jobs, cams, cfg, workers, progress), strict=True):
             if atlas is not None:
                 _write(root / "textures" / f"{item.pid:04d}.png", encode_png(atlas))
@@ -380,7 +457,7 @@ def _export_people(out_dir: Path, cfg: WorldConfig, people: list[Person], kind: 
         write_json_atomic(root / "world.json", {
             "kind": kind,
             "seed": cfg.seed,
-            "config": dataclasses.asdict(cfg),
+            "config": config if config is not None else dataclasses.asdict(cfg),
             "counts": counts,
             "cameras": [dataclasses.asdict(c) for c in cams],
             "identities": [{"pid": p.pid, "split": p.split, "family": p.family, "gait": p.gait,

@@ -1,0 +1,34 @@
+"""Stages that run no network start without torch (seconds to import): importing them must not load it.
+
+Each check is a fresh interpreter, since this test process has torch loaded already.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+NO_TORCH = ("synthesize", "prepare", "prepare_target", "dsap", "evaluate", "report", "profile", "study")
+# why each other stage loads torch at import: it runs or trains a network
+TORCH = {"densepose": "runs the DensePose estimator", "texture": "runs SAN-PG", "features": "runs the reID model",
+         "cross_evaluate": "runs the reID model",
+         "train": "trains", "train_sanpg": "trains", "train_densepose": "trains", "pretrain": "trains"}
+
+
+def test_every_stage_is_classified():
+    stages = {p.stem for p in (ROOT / "stages").glob("*.py")} - {"__init__", "common"}
+    assert stages == set(NO_TORCH) | set(TORCH), "classify new stages in NO_TORCH or TORCH"
+
+
+@pytest.mark.parametrize("stage", NO_TORCH)
+def test_stage_imports_without_torch(stage):
+    code = (f"import sys, stages.{stage}; "
+            "heavy = sorted(m for m in ('torch', 'torchvision') if m in sys.modules); "
+            "assert not heavy, heavy")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"stages.{stage} imports {proc.stderr.strip().splitlines()[-1]}"
