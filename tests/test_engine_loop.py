@@ -197,3 +197,13 @@ def test_the_checkpoint_holds_tensors_only(tmp_path):
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     assert int(state["epoch"]) == 1 and int(state["steps"]) == 2
     json.dumps({k: float(v) for k, v in state["metrics"].items()})  # plain numbers
+
+
+def test_a_finished_run_reports_the_same_losses_to_the_last_digit(tmp_path, monkeypatch):
+    # the training record (metrics/train/<net>.json) of a run restored from its finished checkpoint
+    # must equal the uninterrupted run's: the checkpoint keeps the losses as float64
+    monkeypatch.chdir(tmp_path)
+    dataset = ReidDataset(make_manifest(tmp_path / "data"), train_transform((16, 8), erasing_p=0.5))
+    done = train(new_model(), dataset, reid_config(epochs=2), tmp_path / "run")
+    again = train(new_model(), dataset, reid_config(epochs=2), tmp_path / "run")
+    assert again.first_metrics == done.first_metrics and again.metrics == done.metrics

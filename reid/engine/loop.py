@@ -310,8 +310,9 @@ class CheckpointHook(Hook):
             "epoch": torch.tensor(state.epoch), "fingerprint": self.fingerprint,
             "steps": torch.tensor(state.steps), "images": torch.tensor(state.images),
             "train_time_s": torch.tensor(state.train_time_s, dtype=torch.float64),
-            "metrics": {k: torch.tensor(v) for k, v in state.metrics.items()},
-            "first_metrics": {k: torch.tensor(v) for k, v in state.first_metrics.items()},
+            # float64: a resumed run's record must equal an uninterrupted run's (float32 moves the 7th digit)
+            "metrics": {k: torch.tensor(v, dtype=torch.float64) for k, v in state.metrics.items()},
+            "first_metrics": {k: torch.tensor(v, dtype=torch.float64) for k, v in state.first_metrics.items()},
         })
 
 
