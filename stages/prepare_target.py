@@ -1,6 +1,6 @@
 """Stage `prepare_target`: the cross-dataset target's query + gallery -> the target manifest + its rejects list.
 
-Run as ``python -m stages.prepare_target --manifest PARQUET --rejects TXT`` (dvc.yaml passes the paths);
+Run as ``python -m stages.prepare_target --manifest PARQUET --rejects TXT --digest TXT`` (dvc.yaml passes the paths);
 reads params ``target``, which takes the keys of ``prepare`` (dataset, root, on_bad_image, ...) and goes
 through the same loaders and checks (reid.data.manifest.prepare_manifest: the whole dataset, its train
 split included, is checked). Only the query and gallery rows are written: a target is evaluated on,
@@ -15,7 +15,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from reid.config import ConfigError
-from reid.data.manifest import PrepareConfig, prepare_manifest, split_counts, write_manifest, write_rejects
+from reid.data.manifest import (
+    PrepareConfig,
+    prepare_manifest,
+    split_counts,
+    write_images_digest,
+    write_manifest,
+    write_rejects,
+)
 from stages.common import PARAMS_FILE, load_config, run, stage_parser
 
 EVAL_SPLITS = ("query", "gallery")
@@ -28,7 +35,8 @@ def evaluation_rows(table: pa.Table) -> pa.Table:
 
 def main(argv: list[str] | None = None) -> None:
     args = stage_parser(__doc__, manifest="target manifest to write",
-                        rejects="rejected-images list to write").parse_args(argv)
+                        rejects="rejected-images list to write",
+                        digest="images digest to write (reid.data.manifest.images_digest)").parse_args(argv)
     cfg = load_config(PrepareConfig, "target")
     if not Path(cfg.root).exists():  # the loaders' "folder not found" would not say which parameter
         raise ConfigError(f"{PARAMS_FILE}: target.root: {cfg.root} not found (the {cfg.dataset} dataset to "
@@ -37,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     table = evaluation_rows(table)
     write_manifest(args.manifest, table, dataset=cfg.dataset, root=cfg.dataset_root)
     write_rejects(args.rejects, rejects)
+    write_images_digest(args.digest, table, cfg.dataset_root)
     counts = ", ".join(f"{k} {v}" for k, v in split_counts(table).items() if not k.startswith("train"))
     print(f"prepare_target: {cfg.dataset} at {cfg.root}: {counts}; {len(rejects)} rejected -> {args.manifest}")
 

@@ -105,7 +105,8 @@ def write_params(params: dict) -> None:
 
 
 def run_prepare_target() -> None:
-    prepare_target.main(["--manifest", "data/target/manifest.parquet", "--rejects", "data/target/rejects.txt"])
+    prepare_target.main(["--manifest", "data/target/manifest.parquet", "--rejects", "data/target/rejects.txt",
+                         "--digest", "data/target/images.sha256"])
 
 
 def test_prepare_target_writes_query_and_gallery_parsed_from_market_names(workdir, target_world):
@@ -149,7 +150,7 @@ def test_prepare_target_refuses_a_folder_without_market_layout(workdir):
 def test_stage_cli_exits_2_with_one_line_naming_the_parameter(workdir):
     write_params({"target": {**TARGET_PARAMS, "root": "data/nowhere"}})
     done = subprocess.run([sys.executable, "-m", "stages.prepare_target", "--manifest", "m.parquet", "--rejects",
-                           "r.txt"], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                           "r.txt", "--digest", "d.txt"], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 2 and done.stderr.startswith("error: params.yaml: target.root: data/nowhere not found")
 

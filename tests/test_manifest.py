@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -14,6 +15,7 @@ from reid.data.manifest import (
     SCHEMA,
     PrepareConfig,
     build_manifest,
+    images_digest,
     prepare_manifest,
     read_manifest,
     write_manifest,
@@ -151,7 +153,8 @@ def _run_prepare(cwd: Path, params: dict) -> subprocess.CompletedProcess:
     (cwd / "params.yaml").write_text(yaml.safe_dump({"prepare": params}))
     env = {**os.environ, "REID_PARAMS": str(cwd / "params.yaml"), "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "stages.prepare", "--manifest", "data/manifest.parquet",
-                           "--rejects", "data/rejects.txt"], cwd=cwd, env=env, capture_output=True, text=True)
+                           "--rejects", "data/rejects.txt", "--digest", "data/images.sha256"], cwd=cwd, env=env,
+                          capture_output=True, text=True)
 
 
 def test_prepare_stage_with_a_null_root_is_one_line_naming_prepare_root(tmp_path):
@@ -182,3 +185,19 @@ def test_prepare_stage_end_to_end(tmp_path):
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "data" / "rejects.txt").read_text() == ""  # always written
     assert len(pq.read_table(tmp_path / "data" / "manifest.parquet")) == 11
+    digest = (tmp_path / "data" / "images.sha256").read_text()
+    assert digest == images_digest(pq.read_table(tmp_path / "data" / "manifest.parquet"), root) + "\n"
+
+
+def test_images_digest_changes_with_any_named_image_and_nothing_else(tmp_path):
+    root = tmp_path / "market"
+    table = pa.table({"path": ["query/a.jpg", "bounding_box_test/b.jpg"]})
+    for rel in table.column("path").to_pylist():
+        write_dummy(root / rel)
+    before = images_digest(table, root)
+    assert images_digest(table, root) == before  # deterministic
+    write_dummy(root / "query" / "unlisted.jpg")  # a file the manifest does not name
+    assert images_digest(table, root) == before
+    (root / "query" / "a.jpg").write_bytes((root / "query" / "a.jpg").read_bytes() + b"\0")  # one byte more
+    assert images_digest(table, root) != before
+    assert images_digest(table.slice(0, 1), root) != images_digest(table, root)  # the list of images counts

@@ -14,6 +14,7 @@ column, and the schema metadata adds ``manifest`` (the source file), ``same_came
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 from collections.abc import Callable, Mapping
@@ -37,7 +38,14 @@ from reid.data.datasets import (
     sort_records,
     unmatched_queries,
 )
-from reid.io import ImageReadError, parquet_metadata, read_image, write_parquet_atomic, write_text_atomic
+from reid.io import (
+    ImageReadError,
+    file_sha256,
+    parquet_metadata,
+    read_image,
+    write_parquet_atomic,
+    write_text_atomic,
+)
 
 SYNTHETIC_ROOT = "data/synth/market"
 
@@ -293,6 +301,22 @@ def write_manifest(path: str | os.PathLike, table: pa.Table, *, dataset: str, ro
 def write_rejects(path: str | os.PathLike, rejects: list[Reject]) -> None:
     """One ``path<TAB>reason`` line per rejected file, sorted; an empty file when there are none."""
     write_text_atomic(path, "".join(f"{r.path}\t{r.reason}\n" for r in sorted(rejects)))
+
+
+def images_digest(table: pa.Table, root: str | os.PathLike) -> str:
+    """sha256 over each manifest image's relative path and content, in manifest order: it changes exactly
+    when an image the manifest names (or the list of them) changes. The stages that read images only
+    through the manifest depend on this digest file instead of the dataset folder, which DVC would
+    otherwise walk and stat again for every one of them (seconds per no-op `dvc repro`)."""
+    digest = hashlib.sha256()
+    for rel in table.column("path").to_pylist():
+        digest.update(f"{rel}\0{file_sha256(Path(root) / rel)}\n".encode())
+    return digest.hexdigest()
+
+
+def write_images_digest(path: str | os.PathLike, table: pa.Table, root: str | os.PathLike) -> None:
+    """The digest file (one hex line) of `images_digest`."""
+    write_text_atomic(path, images_digest(table, root) + "\n")
 
 
 def read_manifest(path: str | os.PathLike) -> tuple[pa.Table, Path]:
