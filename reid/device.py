@@ -7,6 +7,7 @@ without it.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,19 @@ def default_device(requested: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={requested!r} was requested but CUDA is not available")
     return device
+
+
+# Files present wherever a GPU driver is loaded (NVIDIA, AMD ROCm, WSL): with none of them torch finds no
+# GPU either, so the host path can be chosen without importing torch (seconds).
+GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+
+
+def blas_device(requested: str = "auto") -> torch.device | None:
+    """Where array work (the distance passes) runs: None (numpy, host BLAS) for `cpu`, and for `auto` on
+    a machine without a GPU driver, decided without torch; otherwise default_device's device."""
+    if requested == "cpu" or (requested == "auto" and not any(map(os.path.exists, GPU_DRIVER_FILES))):
+        return None
+    return default_device(requested)
 
 
 def check_device_name(requested: str) -> None:
@@ -57,9 +71,10 @@ def to_numpy(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if is_tensor(x) else np.asarray(x)
 
 
-def on_device(x: np.ndarray, device: torch.device) -> np.ndarray | torch.Tensor:
-    """`x` itself on the CPU (host BLAS is the faster there), a torch tensor on CUDA."""
-    if device.type == "cpu":
+def on_device(x: np.ndarray, device: torch.device | None) -> np.ndarray | torch.Tensor:
+    """`x` itself on the host (None, as blas_device answers, or the CPU: host BLAS is the faster there), a
+    torch tensor on CUDA."""
+    if device is None or device.type == "cpu":
         return x
     import torch  # only reached on CUDA, where default_device has imported it already
 

@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from reid.device import to_numpy
+from reid.device import blas_device, on_device, to_numpy
 from reid.features import read_features
 from reid.io import (
     parquet_metadata,
@@ -60,11 +60,9 @@ from reid.metrics import (
 )
 from reid.retrieval import (
     Metric,
-    blas_device,
     check_features,
     l2_normalize,
     pairwise_distances,
-    place,
     rerank,
     rerank_distances,
     search,
@@ -209,11 +207,11 @@ def distance_chunks(qf: np.ndarray, gf: np.ndarray, metric: Metric = "l2", devic
     """(first query index, float32 [c, G] distances on the host) per query chunk of about DISTANCE_BLOCK pairs:
     host BLAS on CPU (numpy), torch on CUDA; the scoring that follows is on the host (numpy SIMD sort)."""
     dev = blas_device(device)
-    g = place(gf, dev)
+    g = on_device(gf, dev)
     g_sq = sq_norms(g)
     step = chunk_rows(len(gf), DISTANCE_BLOCK)
     for s in tqdm(range(0, len(qf), step), desc="evaluate", disable=not progress):
-        yield s, to_numpy(pairwise_distances(place(qf[s:s + step], dev), g, metric, g_sq))
+        yield s, to_numpy(pairwise_distances(on_device(qf[s:s + step], dev), g, metric, g_sq))
 
 
 def evaluate_set(data: EvalSet, cfg: EvaluateConfig, progress: bool = False) -> EvalResult:

@@ -33,7 +33,6 @@ ranked lists (they are excluded from scoring anyway).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Literal
 
@@ -42,7 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from reid.device import default_device, is_tensor, on_device, to_numpy
+from reid.device import blas_device, is_tensor, on_device, to_numpy
 
 if TYPE_CHECKING:
     import torch
@@ -244,24 +243,6 @@ def block_rows(n_cols: int, budget: int = BLOCK_PAIRS, cap: int = 1024) -> int:
     return int(min(cap, max(1, budget // max(n_cols, 1))))
 
 
-# Files present wherever a GPU driver is loaded (NVIDIA, AMD ROCm, WSL): with none of them torch finds no
-# GPU either, so the host path can be chosen without importing torch (seconds).
-GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
-
-
-def blas_device(requested: str = "auto") -> torch.device | None:
-    """Where the distance passes run: None (numpy, host BLAS) for `cpu`, and for `auto` on a machine
-    without a GPU driver, decided without torch; otherwise reid.device.default_device's device."""
-    if requested == "cpu" or (requested == "auto" and not any(map(os.path.exists, GPU_DRIVER_FILES))):
-        return None
-    return default_device(requested)
-
-
-def place(x: np.ndarray, device: torch.device | None) -> np.ndarray | torch.Tensor:
-    """`x` where `device` (blas_device's answer) says: itself on the host, else reid.device.on_device."""
-    return x if device is None else on_device(x, device)
-
-
 def farthest_and_pair_distances(x: np.ndarray, rows: np.ndarray, cols: np.ndarray, step: int,
                                 device: str = "auto", progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(max_j ||x_i - x_j||^2 for every row [N], ||x_rows[p] - x_cols[p]||^2 for every pair [P]), float32.
@@ -274,7 +255,7 @@ def farthest_and_pair_distances(x: np.ndarray, rows: np.ndarray, cols: np.ndarra
     lo, hi = np.minimum(rows, cols), np.maximum(rows, cols)
     order = np.argsort(lo, kind="stable")
     lo_sorted = lo[order]
-    xd = place(x, blas_device(device))
+    xd = on_device(x, blas_device(device))
     sq = sq_norms(xd)
     far = np.zeros(n, np.float32)
     pair_d = np.empty(len(rows), np.float32)
@@ -390,7 +371,7 @@ def _reranked_chunks(query: np.ndarray, gallery: np.ndarray, k1: int, k2: int, l
     del lists
     vg = v[nq:].tocsc()  # gallery rows, by column: the join's inverted index
     dev = blas_device(device)
-    qd, gd = place(x[:nq], dev), place(x[nq:], dev)
+    qd, gd = on_device(x[:nq], dev), on_device(x[nq:], dev)
     q_sq, g_sq = sq_norms(qd), sq_norms(gd)
     step = chunk or block_rows(ng, FINAL_PAIRS)
     for s in tqdm(range(0, nq, step), desc="re-rank", disable=not progress):

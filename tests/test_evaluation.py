@@ -132,7 +132,7 @@ def test_exact_path_on_tensors_equals_numpy(monkeypatch):
 
     q, g, qp, gp, qc, gc = planted(1, noise=10)
     want = evaluate_features(q, g, qp, gp, qc, gc, max_rank=20)
-    monkeypatch.setattr(ev, "place", lambda a, device: torch.from_numpy(a))
+    monkeypatch.setattr(ev, "on_device", lambda a, device: torch.from_numpy(a))
     _same(evaluate_features(q, g, qp, gp, qc, gc, max_rank=20), want)
 
 

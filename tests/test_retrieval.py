@@ -222,8 +222,7 @@ def test_tensor_blocks_equal_numpy_blocks(monkeypatch):
     rows, cols = np.array([0, 3, 9, 2]), np.array([7, 3, 1, 40])
     want = farthest_and_pair_distances(x, rows, cols, step=8, device="cpu")
     want_final = np.concatenate([d for _, d in rerank_distances(q, g, k1=6, k2=3, chunk=4, device="cpu")])
-    for name in ("place", "on_device"):  # every array to a (CPU) tensor, as on CUDA
-        monkeypatch.setattr(retrieval, name, lambda a, device: torch.from_numpy(a))
+    monkeypatch.setattr(retrieval, "on_device", lambda a, device: torch.from_numpy(a))  # as on CUDA
     got = farthest_and_pair_distances(x, rows, cols, step=8, device="cpu")
     for a, b in zip(got, want, strict=True):
         assert isinstance(a, np.ndarray)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from reid.retrieval import GPU_DRIVER_FILES
+from reid.device import GPU_DRIVER_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 
