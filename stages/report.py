@@ -58,15 +58,16 @@ def models_in_claims(models: list[str]) -> list[str]:
     return [m for m in models if any(m in pair for pair in pairs)]
 
 
-def cross_section(args: argparse.Namespace, results: list[ModelResult], cfg: ReportConfig) -> str:
+def cross_section(args: argparse.Namespace, results: list[ModelResult], pretrained: ModelResult | None,
+                  cfg: ReportConfig) -> str:
     """The "Cross-dataset" section of the models (and the pretrained trunk) that cross_evaluate scored:
-    all of cfg.models or, in a run without cross-dataset stages, none."""
+    all of cfg.models or, in a run without cross-dataset stages, none. `results` and `pretrained` are
+    their scores on the source."""
     names = [n for n in [PRETRAINED, *cfg.models] if (args.cross / f"{n}.json").is_file()]
     missing = [m for m in cfg.models if m not in names]
     if names and missing:
         raise FileNotFoundError(f"{args.cross}: no cross-dataset metrics of {', '.join(missing)} "
                                 "(run the cross_evaluate stage first)")
-    pretrained = optional_pretrained(args.scores, args.train_metrics)
     cross = [load_cross_result(n, args.cross, args.cross_eval) for n in names]
     return cross_dataset_markdown(results + ([pretrained] if pretrained else []), cross, n_boot=cfg.bootstrap,
                                   seed=cfg.bootstrap_seed)
@@ -98,13 +99,13 @@ def main(argv: list[str] | None = None) -> None:
     claims = judge_claims(tables, cfg.models, cfg.bootstrap, cfg.bootstrap_seed)
     document = claims_document(claims, cfg.bootstrap, cfg.bootstrap_seed)
     write_json_atomic(args.claims, document)
-    text = summary_markdown(results, dataset, claims=claims, method=document["method"],
-                            pretrained=optional_pretrained(args.scores, args.train_metrics),
+    pretrained = optional_pretrained(args.scores, args.train_metrics)
+    text = summary_markdown(results, dataset, claims=claims, method=document["method"], pretrained=pretrained,
                             densepose=optional_json(args.densepose_metrics),
                             sanpg=optional_json(args.sanpg_metrics), texture=optional_json(args.texture_metrics),
                             backend=backend,
                             costs={m: read_model_cost(args.models / m / MODEL_INFO_FILE) for m in cfg.models})
-    text += cross_section(args, results, cfg)
+    text += cross_section(args, results, pretrained, cfg)
     write_text_atomic(args.summary, text)
 
     sections = [("CMC", cmc_figure({m: read_cmc(args.cmc / f"{m}.tsv") for m in cfg.models}))]
