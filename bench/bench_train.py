@@ -82,16 +82,20 @@ def make_model(kind: str, num_classes: int) -> nn.Module:
     return StandIn(num_classes)
 
 
-def plain_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> None:
-    """Forward, summed losses, backward, optimizer step: the bare PyTorch reference."""
-    loss = sum(model.losses(model(batch), batch).values())
+def plain_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
+               amp_dtype: torch.dtype | None = None) -> None:
+    """Forward, summed losses, backward, optimizer step: the bare PyTorch reference (forward and
+    losses under autocast to `amp_dtype` when given)."""
+    device_type = batch["image"].device.type
+    with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        loss = sum(model.losses(model(batch), batch).values())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
 
 
 def step_seconds(name: str, size: tuple[int, int], dsap_size: int, p: int, k: int, device: torch.device,
-                 repeats: int) -> float:
+                 repeats: int, amp_dtype: torch.dtype | None = None) -> float:
     """Best-of-`repeats` seconds of one training step of model `name` (default-profile config) on random inputs."""
     from reid.modeling import MODEL_INPUTS
     from reid.modeling.build import build_model
@@ -110,7 +114,7 @@ def step_seconds(name: str, size: tuple[int, int], dsap_size: int, p: int, k: in
     times = []
     for _ in range(repeats + 1):  # the first step warms up allocators and kernels
         start = time.perf_counter()
-        plain_step(model, optimizer, batch)
+        plain_step(model, optimizer, batch, amp_dtype)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
