@@ -17,13 +17,7 @@ import argparse
 import torch
 from bench_train import step_seconds
 
-
-def native_bf16() -> bool:
-    """Whether oneDNN reports native bf16 kernels on this CPU (else bf16 is emulated and slow)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+from reid.device import native_cpu_bf16
 
 
 def main() -> None:
@@ -35,7 +29,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4)
     args = parser.parse_args()
     device = torch.device("cpu")
-    print(f"CPU, {torch.get_num_threads()} threads, native bf16: {native_bf16()}, batch {args.p}x{args.k}, "
+    print(f"CPU, {torch.get_num_threads()} threads, native bf16: {native_cpu_bf16()}, batch {args.p}x{args.k}, "
           f"best of {args.repeats}")
     for size_text in args.sizes:
         size = tuple(int(v) for v in size_text.split("x"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,15 +50,35 @@ def check_device_name(requested: str) -> None:
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """bf16/fp16 autocast dtype on CUDA (`amp` auto = bf16 where supported); None (full precision) on
-    CPU or when `amp` is off."""
-    if device.type != "cuda" or amp == "off":
+    """The autocast dtype of `amp` on `device`, or None (full precision).
+
+    `auto` autocasts on CUDA only (bf16 where supported, else fp16): on a CPU the result would change
+    with the machine, and a CPU without native bf16 kernels emulates them slowly. `bf16` is explicit
+    and autocasts on both (on a CPU with AVX512-BF16/AMX it is the faster; `bench/bench_amp.py`).
+    `fp16` needs CUDA: its loss scaling is CUDA's GradScaler.
+    """
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
     import torch  # lazily: see the module notes
 
     if amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError(f"amp=fp16 needs CUDA (device is {device.type}); on the CPU use amp=bf16 or off")
+    if amp == "bf16" and device.type == "cpu" and not native_cpu_bf16():
+        warnings.warn("amp=bf16 on a CPU without native bf16 kernels (AVX512-BF16/AMX): emulated, and slower "
+                      "than amp=off", stacklevel=2)
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def native_cpu_bf16() -> bool:
+    """Whether oneDNN has native bf16 kernels on this CPU (else bf16 autocast is emulated, and slow)."""
+    import torch  # lazily: see the module notes
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
 
 
 def is_tensor(x: object) -> bool:

@@ -5,6 +5,7 @@ resumed, a killed save's temp file is cleared. Each network's own behaviour is t
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import reid.engine.loop as loop
 from reid.data.torch_dataset import ReidDataset
 from reid.data.transforms import train_transform
 from reid.densepose.lite_train import train_lite, training_arrays
+from reid.device import autocast_dtype
 from reid.engine.artifacts import NetworkFolder
 from reid.engine.checkpoint import checkpoint_file, load_checkpoint
 from reid.engine.loop import FitConfig, MappedBatches, fit, run_key
@@ -207,3 +209,25 @@ def test_a_finished_run_reports_the_same_losses_to_the_last_digit(tmp_path, monk
     done = train(new_model(), dataset, reid_config(epochs=2), tmp_path / "run")
     again = train(new_model(), dataset, reid_config(epochs=2), tmp_path / "run")
     assert again.first_metrics == done.first_metrics and again.metrics == done.metrics
+
+
+def test_amp_policy_autocasts_on_the_cpu_only_when_asked_for_bf16():
+    cpu = torch.device("cpu")
+    assert autocast_dtype("auto", cpu) is None and autocast_dtype("off", cpu) is None  # auto: CUDA only
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the no-native-bf16 warning, on such a CPU
+        assert autocast_dtype("bf16", cpu) == torch.bfloat16
+    with pytest.raises(ValueError, match="amp=fp16 needs CUDA"):
+        autocast_dtype("fp16", cpu)
+
+
+def test_a_bf16_run_on_the_cpu_trains_like_the_fp32_one(tmp_path):
+    dataset = ReidDataset(make_manifest(tmp_path / "reid-data"), train_transform((16, 8), erasing_p=0.5))
+    results = {}
+    for amp in ("off", "bf16"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            results[amp] = train(new_model(), dataset, reid_config(epochs=2, amp=amp, device="cpu"), tmp_path / amp)
+    fp32, bf16 = (results[a].history for a in ("off", "bf16"))
+    assert [e["loss"] for e in bf16] == pytest.approx([e["loss"] for e in fp32], rel=0.05)
+    assert [e["loss"] for e in bf16] != [e["loss"] for e in fp32]  # bf16 did autocast: not the same digits

@@ -76,7 +76,7 @@ class FitConfig:
     epochs: int
     seed: int = 0
     device: str = "auto"
-    amp: Literal["auto", "bf16", "fp16", "off"] = "off"  # CUDA only; auto = bf16 where supported
+    amp: Literal["auto", "bf16", "fp16", "off"] = "off"  # reid.device.autocast_dtype: auto on CUDA only, bf16 on CPU too
     channels_last: bool = False  # CUDA only
     max_batches_per_epoch: int = 0  # 0 = all of `Task.batches`; > 0 caps an epoch (small CPU profiles)
     schedule: Literal["epoch", "step"] = "epoch"  # scheduler.step() after every epoch or every optimiser step

@@ -52,7 +52,7 @@ class TrainConfig:
     num_workers: int = 2
     max_batches_per_epoch: int = 0  # 0 = the whole P x K plan; > 0 caps it (small CPU profiles)
     device: str = "auto"
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # CUDA only; auto = bf16 where supported
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: CUDA only (bf16 where supported); bf16 also on CPU
     channels_last: bool = True  # CUDA only
 
     def validate(self) -> None:
