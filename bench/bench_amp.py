@@ -4,8 +4,9 @@ Measured because the default run's budget is CPU time: on a CPU with native bf16
 AMX; oneDNN kernels) autocast could buy a larger input size or a longer pretraining for the same
 minutes. The engine autocasts on CUDA only (`amp`), so this bench is the evidence for, or against,
 extending it to the CPU. Same step as bench_train.py's per-model costs (forward, losses, backward,
-Adam) on random inputs, best of `--repeats` (fp32 first, then bf16). Prints seconds per
-step of both and fp32 / bf16 (above 1: bf16 is faster).
+Adam) on random inputs, best of `--repeats` (fp32 first, then bf16, then bf16 in the channels_last
+layout, which the engine uses on CUDA only: reid.device.memory_format). Prints seconds per
+step of each, fp32 / bf16 (above 1: bf16 is faster) and bf16 / bf16+channels_last.
 
     .venv/bin/python bench/bench_amp.py [--sizes 64x32 96x48] [--models baseline dsa] [--repeats 4]
 """
@@ -36,8 +37,9 @@ def main() -> None:
         for name in args.models:
             fp32 = step_seconds(name, size, 12, args.p, args.k, device, args.repeats)
             bf16 = step_seconds(name, size, 12, args.p, args.k, device, args.repeats, torch.bfloat16)
-            print(f"  {size_text:6s} {name:10s} fp32 {fp32:6.3f} s/step  bf16 {bf16:6.3f} s/step  "
-                  f"fp32 / bf16 = {fp32 / bf16:.2f}")
+            nhwc = step_seconds(name, size, 12, args.p, args.k, device, args.repeats, torch.bfloat16, True)
+            print(f"  {size_text:6s} {name:10s} fp32 {fp32:6.3f}  bf16 {bf16:6.3f}  bf16+channels_last {nhwc:6.3f} "
+                  f"s/step  fp32 / bf16 = {fp32 / bf16:.2f}  bf16 / bf16+channels_last = {bf16 / nhwc:.2f}")
 
 
 if __name__ == "__main__":

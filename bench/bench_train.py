@@ -95,8 +95,9 @@ def plain_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[s
 
 
 def step_seconds(name: str, size: tuple[int, int], dsap_size: int, p: int, k: int, device: torch.device,
-                 repeats: int, amp_dtype: torch.dtype | None = None) -> float:
-    """Best-of-`repeats` seconds of one training step of model `name` (default-profile config) on random inputs."""
+                 repeats: int, amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> float:
+    """Best-of-`repeats` seconds of one training step of model `name` (default-profile config) on random
+    inputs; the model and images in the channels_last layout if asked."""
     from reid.modeling import MODEL_INPUTS
     from reid.modeling.build import build_model
     from reid.modeling.config import CACHE_SHAPES, ModelConfig
@@ -105,11 +106,13 @@ def step_seconds(name: str, size: tuple[int, int], dsap_size: int, p: int, k: in
     cfg = ModelConfig(backbone="resnet18", pretrained=None, width_mult=0.25, decoder_width_mult=0.5)
     shapes = {key: value for key, value in (("dsap_size", dsap_size), ("texture_tile", 32))
               if CACHE_SHAPES[key] in MODEL_INPUTS[name]}
-    model = build_model(name, 100, cfg, **shapes).to(device).train()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(name, 100, cfg, **shapes).to(device).train().to(memory_format=layout)
     b = p * k
     batch = {"image": torch.randn(b, 3, *size), "label": torch.arange(p).repeat_interleave(k),
              "dsap": torch.randn(b, 24, 3, dsap_size, dsap_size), "texture": torch.rand(b, 3, 6 * 32, 4 * 32) * 2 - 1}
     batch = {key: v.to(device) for key, v in batch.items() if key in ("image", "label", *model.inputs)}
+    batch["image"] = batch["image"].contiguous(memory_format=layout)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     times = []
     for _ in range(repeats + 1):  # the first step warms up allocators and kernels

@@ -54,10 +54,12 @@ def first_per_camera(pids: np.ndarray, camids: np.ndarray) -> np.ndarray:
     return query
 
 
-def validation_scores(model: torch.nn.Module, rows: pa.Table, size: tuple[int, int]) -> dict[str, float]:
+def validation_scores(model: torch.nn.Module, rows: pa.Table, size: tuple[int, int],
+                      amp: str = "off") -> dict[str, float]:
     """Rank-1 and mAP (%) of the model's inference feature on the held-out identities."""
     dataset = ReidDataset(rows, eval_transform(size))
-    table = extract_features(model.inference_model(), dataset, dataset.image_ids, device=torch.device("cpu"), flip=True)
+    table = extract_features(model.inference_model(), dataset, dataset.image_ids, device=torch.device("cpu"),
+                             flip=True, amp=amp)
     feats = l2_normalize(table["feature"].combine_chunks().flatten().to_numpy().reshape(len(dataset), -1))
     pids, camids = np.asarray(rows["pid"].to_pylist()), np.asarray(rows["camid"].to_pylist())
     q = first_per_camera(pids, camids)
@@ -71,7 +73,7 @@ def main() -> None:
     parser.add_argument("--model", default="baseline")
     parser.add_argument("--trunk", default=None, help="pretrained trunk (torchvision state dict) to start from")
     parser.add_argument("--pool", default=None, help="train on this pretraining pool instead of the fit identities")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=8, help="0: score the starting network (e.g. --trunk) as it is")
     parser.add_argument("--lr", type=float, default=8e-4)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--step", type=int, default=6)
@@ -79,6 +81,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--amp", default="bf16", choices=["auto", "bf16", "fp16", "off"],
+                        help="autocast in training and scoring (the default profile's bf16)")
     parser.add_argument("--out", default="/tmp/reid-tune")
     args = parser.parse_args()
 
@@ -92,12 +96,14 @@ def main() -> None:
     model = build_model(args.model, len(set(rows["label"].to_pylist())), cfg, **shapes)
     dataset = ReidDataset(rows, train_transform(size), dsap_path=dsap if "dsap" in model.inputs else None,
                           texture_path=texture if "texture" in model.inputs else None)
-    shutil.rmtree(args.out, ignore_errors=True)
-    result = train(model, dataset, TrainConfig(epochs=args.epochs, p=args.p, k=args.k, lr=args.lr,
-                                               warmup_epochs=args.warmup, warmup_factor=0.1, step_epochs=args.step,
-                                               gamma=0.1, height=size[0], width=size[1]), args.out)
-    print(json.dumps({**vars(args), "steps": result.steps, "last_epoch_loss": round(result.final_loss, 4),
-                      **validation_scores(model, held_out, size)}))
+    trained = {}
+    if args.epochs > 0:
+        shutil.rmtree(args.out, ignore_errors=True)
+        result = train(model, dataset, TrainConfig(epochs=args.epochs, p=args.p, k=args.k, lr=args.lr,
+                                                   warmup_epochs=args.warmup, warmup_factor=0.1, step_epochs=args.step,
+                                                   gamma=0.1, height=size[0], width=size[1], amp=args.amp), args.out)
+        trained = {"steps": result.steps, "last_epoch_loss": round(result.final_loss, 4)}
+    print(json.dumps({**vars(args), **trained, **validation_scores(model, held_out, size, args.amp)}))
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def feature_tables(name: str, trained: TrainedModel, cfg: FeaturesConfig, manife
     whole network and `dsap`; `dsap` None: the inference feature alone (trained_network(streams=False))."""
     device = default_device(cfg.device)
     device = distributed.rank_device(device, distributed.init_distributed(device))
-    kwargs = dict(device=device, flip=cfg.flip, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    kwargs = dict(device=device, flip=cfg.flip, batch_size=cfg.batch_size, num_workers=cfg.num_workers, amp=cfg.amp)
     size = trained.info.input_size
     if name in STREAM_MODELS and dsap is not None:
         streams = manifest_dsa_stream_features(trained.network, manifest, dsap, size, **kwargs)

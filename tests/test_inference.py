@@ -143,3 +143,18 @@ def test_manifest_dsa_streams_take_query_and_gallery_rows(tmp_path, dsa_model) -
     mf = manifest_features(dsa_model.inference_model(), tmp_path / "m.parquet", SIZE, device=cpu, flip=True)
     assert all(t["image_id"].to_pylist() == [ids[0], ids[1], ids[3]] for t in streams.values())
     np.testing.assert_allclose(feature_array(streams["mf"]), feature_array(mf), atol=1e-5)
+
+
+def test_bf16_inference_on_the_cpu_stays_within_rounding_of_fp32(tmp_path) -> None:
+    manifest = make_manifest(tmp_path, n_ids=3, per_id=2)
+    torch.manual_seed(0)
+    model = build_model("baseline", 3, DSA_CFG).eval().inference_model()
+    dataset = ReidDataset(manifest, eval_transform(SIZE))
+    cpu = torch.device("cpu")
+    fp32 = feature_array(extract_features(model, dataset, dataset.image_ids, device=cpu, amp="off"))
+    auto = feature_array(extract_features(model, dataset, dataset.image_ids, device=cpu))  # auto: fp32 on the CPU
+    bf16 = feature_array(extract_features(model, dataset, dataset.image_ids, device=cpu, amp="bf16"))
+    assert np.array_equal(auto, fp32)
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32)  # it did run in bf16
+    cosine = (bf16 * fp32).sum(1) / np.linalg.norm(bf16, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert cosine.min() > 0.99

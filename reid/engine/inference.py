@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from reid.data.torch_dataset import ReidDataset, manifest_split
 from reid.data.transforms import eval_transform
-from reid.device import autocast_dtype
+from reid.device import AmpMode, autocast_dtype, memory_format
 from reid.engine import distributed
 from reid.features import feature_table
 
@@ -43,6 +43,7 @@ class FeaturesConfig:
     batch_size: int = 128
     num_workers: int = 2
     device: str = "auto"
+    amp: AmpMode = "auto"  # reid.device.autocast_dtype: auto = CUDA only; bf16 also on the CPU; off = fp32
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -97,15 +98,15 @@ def extract_named_features(model: nn.Module, dataset: Dataset, image_ids: list[s
     info = distributed.current()
     model = model.to(device).eval()
     on_cuda = device.type == "cuda"
-    memory_format = torch.channels_last if channels_last and on_cuda else torch.contiguous_format
-    model.to(memory_format=memory_format)
     amp_dtype = autocast_dtype(amp, device)
+    layout = memory_format(channels_last, device)
+    model.to(memory_format=layout)
     shard = Subset(dataset, range(info.rank, len(dataset), info.world_size))
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=on_cuda)
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in dims}
     for batch in tqdm(loader, desc="features", disable=not info.is_main, leave=False):
         inputs = {k: batch[k].to(device, non_blocking=True) for k in MODEL_INPUTS if k in batch}
-        inputs["image"] = inputs["image"].contiguous(memory_format=memory_format)
+        inputs["image"] = inputs["image"].contiguous(memory_format=layout)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             out = embed_batch(model, inputs, features, flip=flip)
         if set(out) != set(dims):

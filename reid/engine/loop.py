@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from reid.device import autocast_dtype, default_device
+from reid.device import AmpMode, autocast_dtype, default_device, memory_format
 from reid.engine import distributed
 from reid.engine.checkpoint import checkpoint_file, fingerprint, load_checkpoint, save_checkpoint
 from reid.io import drop_live_steps_from, remove_stale_temps
@@ -76,8 +76,8 @@ class FitConfig:
     epochs: int
     seed: int = 0
     device: str = "auto"
-    amp: Literal["auto", "bf16", "fp16", "off"] = "off"  # reid.device.autocast_dtype: auto on CUDA only, bf16 on CPU too
-    channels_last: bool = False  # CUDA only
+    amp: AmpMode = "off"  # reid.device.autocast_dtype: auto on CUDA only, bf16 on CPU too
+    channels_last: bool = False  # CUDA only (reid.device.memory_format)
     max_batches_per_epoch: int = 0  # 0 = all of `Task.batches`; > 0 caps an epoch (small CPU profiles)
     schedule: Literal["epoch", "step"] = "epoch"  # scheduler.step() after every epoch or every optimiser step
     desc: str = "epoch"  # progress-bar label
@@ -152,11 +152,11 @@ class Trainer:
         on_cuda = self.device.type == "cuda"
         if on_cuda:
             torch.backends.cudnn.benchmark = True
-        self.memory_format = torch.channels_last if cfg.channels_last and on_cuda else torch.contiguous_format
+        self.amp_dtype = autocast_dtype(cfg.amp, self.device)
+        self.memory_format = memory_format(cfg.channels_last, self.device)
         task.model.to(self.device)
         task.model.to(memory_format=self.memory_format)
         # The optimiser may have been built before the move: its state follows the parameters.
-        self.amp_dtype = autocast_dtype(cfg.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.net: nn.Module = task.model
         if self.info.world_size > 1:

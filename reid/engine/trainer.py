@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from reid.data.samplers import PKSampler
 from reid.data.transforms import check_augment_settings
-from reid.device import check_device_name
+from reid.device import AmpMode, check_device_name
 from reid.engine import distributed
 from reid.engine.artifacts import epoch_losses, timing_record, train_record
 from reid.engine.loop import Batch, FitConfig, TrainResult, fit, run_key
@@ -52,8 +52,8 @@ class TrainConfig:
     num_workers: int = 2
     max_batches_per_epoch: int = 0  # 0 = the whole P x K plan; > 0 caps it (small CPU profiles)
     device: str = "auto"
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: CUDA only (bf16 where supported); bf16 also on CPU
-    channels_last: bool = True  # CUDA only
+    amp: AmpMode = "auto"  # auto: CUDA only (bf16 where supported); bf16 also on CPU
+    channels_last: bool = True  # CUDA only (reid.device.memory_format)
 
     def validate(self) -> None:
         for name in ("epochs", "height", "width", "step_epochs"):
