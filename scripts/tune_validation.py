@@ -83,10 +83,11 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--amp", default="bf16", choices=["auto", "bf16", "fp16", "off"],
                         help="autocast in training and scoring (the default profile's bf16)")
+    parser.add_argument("--seed", type=int, default=0, help="model init and sampling (train.seed)")
     parser.add_argument("--out", default="/tmp/reid-tune")
     args = parser.parse_args()
 
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     fit, held_out = split_train_identities(manifest_split(MANIFEST, ["train"]))
     rows = pool_table(args.pool) if args.pool else fit
     size = (args.height, args.width)
@@ -101,7 +102,8 @@ def main() -> None:
         shutil.rmtree(args.out, ignore_errors=True)
         result = train(model, dataset, TrainConfig(epochs=args.epochs, p=args.p, k=args.k, lr=args.lr,
                                                    warmup_epochs=args.warmup, warmup_factor=0.1, step_epochs=args.step,
-                                                   gamma=0.1, height=size[0], width=size[1], amp=args.amp), args.out)
+                                                   gamma=0.1, height=size[0], width=size[1], amp=args.amp,
+                                                   seed=args.seed), args.out)
         trained = {"steps": result.steps, "last_epoch_loss": round(result.final_loss, 4)}
     print(json.dumps({**vars(args), **trained, **validation_scores(model, held_out, size, args.amp)}))
 
