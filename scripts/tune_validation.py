@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from typing import get_args
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +22,7 @@ import torch
 
 from reid.data.torch_dataset import ReidDataset, cache_shapes, manifest_split
 from reid.data.transforms import eval_transform, train_transform
+from reid.device import AmpMode
 from reid.engine.inference import extract_features
 from reid.engine.trainer import TrainConfig, train
 from reid.evaluation import evaluate_features
@@ -55,7 +57,7 @@ def first_per_camera(pids: np.ndarray, camids: np.ndarray) -> np.ndarray:
 
 
 def validation_scores(model: torch.nn.Module, rows: pa.Table, size: tuple[int, int],
-                      amp: str = "off") -> dict[str, float]:
+                      amp: AmpMode = "off") -> dict[str, float]:
     """Rank-1 and mAP (%) of the model's inference feature on the held-out identities."""
     dataset = ReidDataset(rows, eval_transform(size))
     table = extract_features(model.inference_model(), dataset, dataset.image_ids, device=torch.device("cpu"),
@@ -81,7 +83,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=32)
-    parser.add_argument("--amp", default="bf16", choices=["auto", "bf16", "fp16", "off"],
+    parser.add_argument("--amp", default="bf16", choices=get_args(AmpMode),
                         help="autocast in training and scoring (the default profile's bf16)")
     parser.add_argument("--seed", type=int, default=0, help="model init and sampling (train.seed)")
     parser.add_argument("--out", default="/tmp/reid-tune")
