@@ -74,12 +74,15 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
-def memory_format(channels_last: bool, device: torch.device) -> torch.memory_format:
-    """channels_last if asked for and on CUDA, else the contiguous (NCHW) layout. On the CPU NHWC is
-    no faster, bf16 included (`bench/bench_amp.py`: 0.9-1.0x per `baseline` step here)."""
+def memory_format(channels_last: bool, device: torch.device, amp_dtype: torch.dtype | None = None) -> torch.memory_format:
+    """channels_last if asked for, on CUDA and in fp32 on the CPU; else the contiguous (NCHW) layout.
+    Under bf16 autocast on the CPU NHWC is not reliably faster (`bench/bench_amp.py`: 0.87-1.54x per step
+    across models on a native-bf16 CPU); in fp32 on the CPU it is (`bench/bench_layout.py`: 1.3-1.7x per
+    training step for EfficientNet-Lite0, whose depthwise convolutions gain most, and ResNet-18)."""
     import torch  # lazily: see the module notes
 
-    return torch.channels_last if channels_last and device.type == "cuda" else torch.contiguous_format
+    wanted = channels_last and (device.type == "cuda" or amp_dtype is None)
+    return torch.channels_last if wanted else torch.contiguous_format
 
 
 def native_cpu_bf16() -> bool:

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 
-from reid.modeling import MODEL_NAMES
+from reid.modeling import MODEL_NAMES, PRETRAINED  # PRETRAINED: the trunk without fine-tuning (no training, no claims)
 
 # Rank-1 / mAP (%) published per dataset (SPEC §12). Keys are prepare.dataset names.
 PAPER_DATASETS = ("market1501", "dukemtmc", "cuhk03_labeled", "cuhk03_detected")
@@ -54,7 +54,6 @@ SCORE_COLUMNS = (("Rank-1", "rank1_pct"), ("Rank-5", "rank5_pct"), ("Rank-10", "
                  ("mINP", "mINP_pct"), ("mAP_official", "mAP_official_pct"))
 # metrics/train/<m>.json keys shown beside the scores (not timings: they make `dvc metrics diff` noisy)
 TRAIN_COLUMNS = (("steps", "steps", 0), ("final ID loss", "final_id_loss", 3))
-PRETRAINED = "pretrained"  # evaluation of the pretrained trunk without fine-tuning (no training, no claims)
 PRETRAINED_LABEL = "pretrained trunk, no fine-tuning"
 MIN_BOOTSTRAP = 1000  # SPEC §13: B >= 1000 resamples
 DIAGNOSTIC_LABELS = {"mf": "mf (inference feature)", "fused": "fused z = f + d", "guide": "guide d alone"}

@@ -15,11 +15,11 @@ per_query.parquet).
 
 from __future__ import annotations
 
-from reid.engine.inference import FeaturesConfig
+from reid.engine.inference import FeaturesConfig, embed_feature_set
 from reid.evaluation import EvaluateConfig, invalid_query_note, manifest_dataset, run_evaluation
 from reid.features import feature_metadata, write_feature_table
+from reid.modeling import FEATURE_SETS
 from stages.common import PER_QUERY, RANKED_LIST, load_config, read_params, run, stage_parser
-from stages.features import FEATURE_SETS, feature_tables, trained_network
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     features_cfg = load_config(FeaturesConfig, "features", params)
     evaluate_cfg = load_config(EvaluateConfig, "evaluate", params)
     labels = {"source": manifest_dataset(args.source_manifest), "target": manifest_dataset(args.manifest)}
-    trained = trained_network(args.name, args.weights, streams=False)
-    (table,) = feature_tables(args.name, trained, features_cfg, args.manifest, dsap=None).values()
+    trained, tables = embed_feature_set(args.name, args.weights, features_cfg, args.manifest)  # no DSAP: f alone
+    (table,) = tables.values()
     write_feature_table(args.features, table, feature_metadata(
         model=args.name, network=trained.info.name, weights=trained.weights, flip=features_cfg.flip,
         size=trained.info.input_size))

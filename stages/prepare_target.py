@@ -2,9 +2,9 @@
 
 Run as ``python -m stages.prepare_target --manifest PARQUET --rejects TXT --digest TXT`` (dvc.yaml passes the paths);
 reads params ``target``, which takes the keys of ``prepare`` (dataset, root, on_bad_image, ...) and goes
-through the same loaders and checks (reid.data.manifest.prepare_manifest: the whole dataset, its train
-split included, is checked). Only the query and gallery rows are written: a target is evaluated on,
-never trained on. Its default is the synthetic target world (synthesize_target).
+through the same loaders and checks (reid.data.manifest.prepare_manifest). Only the query and gallery
+rows are written: a target is evaluated on, never trained on, so a custom target needs no train rows
+(any it has are dropped unread; a named dataset's loader still checks its whole folder). Its default is the synthetic target world (synthesize_target).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from reid.config import ConfigError
 from reid.data.manifest import (
+    EVAL_SPLITS,
     PrepareConfig,
     prepare_manifest,
     split_counts,
@@ -24,8 +25,6 @@ from reid.data.manifest import (
     write_rejects,
 )
 from stages.common import PARAMS_FILE, load_config, run, stage_parser
-
-EVAL_SPLITS = ("query", "gallery")
 
 
 def evaluation_rows(table: pa.Table) -> pa.Table:
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     if not Path(cfg.root).exists():  # the loaders' "folder not found" would not say which parameter
         raise ConfigError(f"{PARAMS_FILE}: target.root: {cfg.root} not found (the {cfg.dataset} dataset to "
                           "evaluate on; e.g. dvc exp run -S target.dataset=market1501 -S target.root=/path)")
-    table, rejects = prepare_manifest(cfg)
+    table, rejects = prepare_manifest(cfg, evaluation_only=True)
     table = evaluation_rows(table)
     write_manifest(args.manifest, table, dataset=cfg.dataset, root=cfg.dataset_root)
     write_rejects(args.rejects, rejects)

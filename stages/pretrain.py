@@ -3,14 +3,13 @@
 Reads params ``pretrain`` (``root``: the pool folder, ``model``: a ModelConfig for the ``baseline``
 network, ``train``: engine knobs) and the pool's ``bounding_box_train/``. Writes, at the paths dvc.yaml
 passes, the network folder ``--out`` (model.pt: the whole network, model.json, checkpoint/ to resume,
-timing.json), ``--trunk`` (the ResNet trunk as a torchvision state dict, what ``models.*.pretrained`` and
+timing.json), ``--trunk`` (the trunk under its library's names, `library_state`: what ``models.*.pretrained`` and
 ``train_sanpg.pretrained`` name), the DVCLive dir ``--curves`` and the training record ``<curves>.json``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -22,9 +21,10 @@ from reid.engine.artifacts import NetworkFolder, write_records
 from reid.engine.checkpoint import save_weights
 from reid.engine.trainer import TrainConfig, train, train_summary, train_timing
 from reid.export import model_info, write_model_info
+from reid.modeling.backbone import pretrained_file
 from reid.modeling.build import build_model
-from reid.modeling.config import ModelConfig
-from reid.pretrain import pool_table, torchvision_state
+from reid.modeling.config import ModelConfig, check_input_size
+from reid.pretrain import pool_table
 from stages.common import PARAMS_FILE, load_config, run, stage_parser
 
 
@@ -40,6 +40,7 @@ class PretrainConfig:
     def validate(self) -> None:
         self.model.validate()
         self.train.validate()
+        check_input_size(self.train.height, self.train.width, "train.")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> None:
                         curves="DVCLive folder to write (the record: <curves>.json)").parse_args(argv)
     network, trunk = NetworkFolder.at(args.out, args.curves), args.trunk
     cfg = load_config(PretrainConfig, "pretrain")
-    if cfg.model.pretrained not in (None, "hub") and Path(cfg.model.pretrained).resolve() == trunk.resolve():
+    start = pretrained_file(cfg.model.backbone, cfg.model.pretrained)
+    if start is not None and start.resolve() == trunk.resolve():
         raise ConfigError(f"{PARAMS_FILE}: pretrain.model.pretrained cannot be the trunk this stage writes ({trunk})")
     table = pool_table(cfg.root, num_workers=cfg.num_workers)
     num_classes = len(set(table["label"].to_pylist()))
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
                    run_id=f"pretrain|{num_classes}|{cfg.model}|{len(table)}")
     if distributed.current().is_main:
         save_weights(network.model, model.state_dict())
-        save_weights(trunk, torchvision_state(model.encoder.trunk))
+        save_weights(trunk, model.encoder.trunk.library_state())
         write_model_info(network.root, model_info("baseline", cfg.model, t.size))
         write_records(network, {**train_summary(result, num_classes), "identities": num_classes, "images": len(table)},
                       train_timing(result, distributed.current().world_size))

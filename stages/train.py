@@ -14,10 +14,9 @@ Multi-GPU: ``torchrun --nproc_per_node N -m stages.train <name> ...`` with the s
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
+from reid.config import ConfigError
 from reid.data.torch_dataset import ReidDataset, cache_shapes, manifest_split
 from reid.data.transforms import train_transform
 from reid.engine import distributed
@@ -27,10 +26,11 @@ from reid.engine.trainer import TrainConfig, train, train_summary, train_timing
 from reid.export import model_info, write_model_info
 from reid.io import file_sha256
 from reid.modeling import MODEL_INPUTS, MODEL_NAMES
+from reid.modeling.backbone import pretrained_file
 from reid.modeling.build import build_model
-from reid.modeling.config import ModelConfig
+from reid.modeling.config import ModelConfig, check_input_size
 from reid.modeling.cost import model_cost
-from stages.common import load_config, read_params, run, stage_parser
+from stages.common import PARAMS_FILE, load_config, read_params, run, stage_parser
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> None:
     name, network = args.name, NetworkFolder.at(args.out, args.curves)
     params = read_params()
     cfg = load_config(TrainConfig, "train", params)
+    try:
+        check_input_size(cfg.height, cfg.width, "train.")
+    except ValueError as err:
+        raise ConfigError(f"{PARAMS_FILE}: {err}") from None
     model_cfg = load_config(ModelConfig, f"models.{name}", params)
 
     manifest = manifest_split(args.manifest, ["train"])
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     dataset = ReidDataset(manifest, train_transform(cfg.size, crop_scale=cfg.crop_scale, flip_p=cfg.flip_p,
                                                     erasing_p=cfg.erasing_p), **caches)
     # A checkpoint left by a run on other data or another model config must not be resumed.
-    trunk = [Path(model_cfg.pretrained)] if model_cfg.pretrained not in (None, "hub") else []  # its initial weights
+    trunk = [f] if (f := pretrained_file(model_cfg.backbone, model_cfg.pretrained)) is not None else []  # its initial weights
     data_key = [file_sha256(p) for p in (args.manifest, *caches.values(), *trunk) if p is not None]
     result = train(model, dataset, cfg, network.root, live_dir=network.curves,
                    run_id=f"{name}|{num_classes}|{model_cfg}|{data_key}")

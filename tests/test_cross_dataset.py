@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from layouts import CUSTOM_ROWS, make_custom
 from test_features_stage import save_model
 from test_inference import SIZE
 from test_report import SCORES, query_table, result, table_row, write_query_file
@@ -125,6 +126,28 @@ def test_prepare_target_writes_query_and_gallery_parsed_from_market_names(workdi
     meta = parquet_metadata("data/target/manifest.parquet")
     assert (meta["dataset"], meta["train_images"]) == ("synthetic", "0")
     assert Path("data/target/rejects.txt").read_text() == ""
+
+
+@pytest.mark.parametrize("with_train", [False, True])
+def test_a_custom_target_needs_no_train_rows_and_drops_any_unread(workdir, with_train):
+    """A target is never trained on: query + gallery rows suffice; train rows, if any, are dropped before
+    their images are read (a missing train image is no error)."""
+    rows = [r for r in CUSTOM_ROWS if r[3] != "train"]
+    if with_train:
+        rows += [("images/missing/never_read.jpg", 9, 0, "train")]
+    manifest = make_custom(Path("data/custom_target"), rows)
+    write_params({"target": {**TARGET_PARAMS, "dataset": "custom", "root": str(manifest)}})
+    run_prepare_target()
+    table, _ = read_manifest("data/target/manifest.parquet")
+    assert sorted(table.column("path").to_pylist()) == sorted(r[0] for r in rows if r[3] != "train")
+    assert parquet_metadata("data/target/manifest.parquet")["train_images"] == "0"
+
+
+def test_a_custom_target_still_needs_query_and_gallery_rows(workdir):
+    manifest = make_custom(Path("data/custom_target"), [r for r in CUSTOM_ROWS if r[3] != "gallery"])
+    write_params({"target": {**TARGET_PARAMS, "dataset": "custom", "root": str(manifest)}})
+    with pytest.raises(ValueError, match="no gallery rows"):
+        run_prepare_target()
 
 
 @pytest.mark.parametrize("change, message", [

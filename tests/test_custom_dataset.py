@@ -50,6 +50,25 @@ def test_parquet_accepts_pandas_float_ids_and_names_the_row(tmp_path):
         load_dataset("custom", manifest)
 
 
+@pytest.mark.parametrize("name", ["manifest.csv", "manifest.parquet"])
+def test_ids_past_the_int32_columns_are_row_errors_before_any_image_is_read(tmp_path, name):
+    rows = rows_with((0, ("images/0001/a.jpg", 2**31 + 5, 0, "train")), (4, ("images/0005/a.jpg", 5, 2**40, "query")),
+                     (6, ("images/0005/b.jpg", 2**63 - 1, 1, "gallery")))
+    manifest = make_custom(tmp_path, rows, name=name, images=False)  # no image exists: none may be read
+    with pytest.raises(DatasetError, match="3 problem") as err:
+        prepare_manifest(custom_config(manifest))
+    where = "line" if name.endswith(".csv") else "row"
+    first = 2 if where == "line" else 0
+    assert problems(err) == [
+        f"{where} {first}, column pid: 2147483653: identities must be <= 2147483647 (the manifest stores them as "
+        "32-bit integers)",
+        f"{where} {first + 4}, column camid: 1099511627776: camera ids must be <= 2147483647 (the manifest stores "
+        "them as 32-bit integers)",
+        f"{where} {first + 6}, column pid: 9223372036854775807: identities must be <= 2147483647 (the manifest "
+        "stores them as 32-bit integers)",
+    ]
+
+
 def test_missing_columns_all_named_and_extra_columns_ignored_with_a_note(tmp_path):
     write_csv(tmp_path / "m.csv", ["path", "split", "bbox"], [["a.jpg", "train", "0,0,8,16"]])
     with pytest.raises(DatasetError, match=r"missing column\(s\) pid, camid; the header is path, split, bbox"):

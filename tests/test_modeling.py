@@ -318,3 +318,32 @@ def test_mf_triplet_variant_adds_triplets_on_f_only_when_asked():
     variant = build("dsa", 3, dataclasses.replace(CFG, mf_triplet_weight=1.5), dsap_size=S)
     terms = variant.losses(variant(batch), batch)
     assert {"triplet_f_global", "triplet_f_local"} <= set(terms) and terms["triplet_f_global"].item() >= 0
+
+
+# --- BoT's BNNeck (baseline, san) ---
+
+@pytest.mark.parametrize("name", ["baseline", "san"])
+def test_bnneck_triplet_reads_the_pooled_feature_id_and_retrieval_its_bn_copy(name):
+    cfg = dataclasses.replace(CFG, bnneck=True, decoder_width_mult=0.125)
+    model = build(name, 3, cfg)
+    encoder = model.inference_model()
+    assert isinstance(model.classifier, torch.nn.Linear) and model.classifier.bias is None
+    assert not encoder.neck.bn.bias.requires_grad  # BoT freezes the neck's shift
+    b = tiny_batch()
+    b["texture"] = torch.rand(6, 3, 48, 32) * 2 - 1
+    out = model(b)
+    pooled = encoder.pooled(b["image"])
+    assert torch.allclose(out["feature"], pooled, atol=1e-5)
+    model.eval()
+    with torch.no_grad():
+        feature = model.forward_features(b["image"])
+        expected = encoder.neck.bn(encoder.pooled(b["image"]))  # eval BN: running statistics
+    assert torch.allclose(feature, expected, atol=1e-5) and not torch.allclose(feature, pooled, atol=1e-3)
+
+
+def test_without_bnneck_the_retrieval_feature_is_the_pooled_one():
+    model = build("baseline", 3, CFG).eval()
+    b = tiny_batch()
+    with torch.no_grad():
+        assert model.inference_model().neck is None
+        assert torch.equal(model.forward_features(b["image"]), model.inference_model().pooled(b["image"]))

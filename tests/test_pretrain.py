@@ -11,7 +11,7 @@ from reid.engine.checkpoint import save_weights
 from reid.engine.trainer import TrainResult, train_summary
 from reid.io import read_image
 from reid.modeling.backbone import ResNetTrunk
-from reid.pretrain import pool_table, torchvision_state
+from reid.pretrain import pool_table
 from reid.synth import PoolConfig, WorldConfig, export_market, export_pool
 from stages.pretrain import PretrainConfig
 
@@ -70,7 +70,7 @@ def test_trunk_round_trips_as_a_torchvision_state_dict(tmp_path):
     torch.manual_seed(0)
     trunk = ResNetTrunk("resnet18", None, last_stride=1, depth=4)
     path = tmp_path / "trunk.pt"
-    save_weights(path, torchvision_state(trunk))
+    save_weights(path, trunk.library_state())
     state = torch.load(path, weights_only=True)
     assert "conv1.weight" in state and "layer4.1.bn2.running_var" in state and not any(k.startswith("fc.") for k in state)
     loaded = ResNetTrunk("resnet18", str(path), last_stride=1, depth=4)

@@ -11,6 +11,7 @@ import yaml
 from test_inference import write_dsap
 from test_trainer import make_manifest
 
+from reid.config import ConfigError
 from reid.export import load_state, load_trained
 from reid.modeling.cost import model_cost, parameter_count
 from reid.parts import N_PARTS
@@ -68,3 +69,32 @@ def test_counting_the_cost_leaves_the_trained_weights_bit_identical(tmp_path, mo
     counted, uncounted = load_state(tmp_path / "counted/model.pt"), load_state(tmp_path / "uncounted/model.pt")
     assert counted.keys() == uncounted.keys()
     assert all(torch.equal(counted[k], uncounted[k]) for k in counted)
+
+
+@pytest.mark.parametrize("change, message", [({"height": 7}, "train.height must be >= 32"),
+                                             ({"width": 8}, "train.width must be >= 16")])
+def test_an_input_smaller_than_the_trunk_can_honour_is_refused_before_training(tmp_path, monkeypatch, change, message):
+    dsa_setup(tmp_path, 4)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["train"].update(change)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=f"params.yaml: {message}"):
+        train_dsa("data/models/dsa")
+    assert not (tmp_path / "data/models/dsa").exists()
+
+
+def test_the_imagenet_start_of_an_efficientnet_enters_the_run_fingerprint(tmp_path, monkeypatch) -> None:
+    """`pretrained: imagenet` names no file: the fingerprint hashes the packaged weights it loads."""
+    dsa_setup(tmp_path, 4)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["models"] = {"baseline": {"backbone": "efficientnet_lite0", "pretrained": "imagenet", "id_head_hidden": 8}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    import stages.train as stage
+
+    stage.main(["baseline", "--manifest", "data/manifest.parquet", "--dsap", "data/dsap.parquet",
+                "--texture", "data/texture.parquet", "--out", "data/models/baseline", "--curves",
+                "metrics/train/baseline"])
+    info = json.loads((tmp_path / "data/models/baseline/model.json").read_text())
+    assert info["model"]["backbone"] == "efficientnet_lite0" and info["model"]["pretrained"] == "imagenet"

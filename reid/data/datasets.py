@@ -28,7 +28,7 @@ import os
 import posixpath
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 Split = Literal["train", "query", "gallery"]
 SPLITS: tuple[str, ...] = ("train", "query", "gallery")
+MAX_ID = 2**31 - 1  # pid, camid and label are int32 columns of the manifest (reid.data.manifest)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 # The synthetic world's extra renders of training identities (Market layout beside bounding_box_train),
 # for the lite DensePose only; not a reID split.
@@ -326,6 +327,10 @@ class CustomManifest:
             return None
         return {r.record.pid: r.label for r in self.rows if r.label is not None}
 
+    def without_split(self, split: str) -> CustomManifest:
+        """The same manifest less its `split` rows (a cross-dataset target drops its train rows unread)."""
+        return replace(self, rows=[r for r in self.rows if r.record.split != split])
+
 
 def custom_root(root: str | Path) -> Path:
     """The folder a custom manifest's paths are relative to: the file's folder, or `root` if it is the folder.
@@ -422,13 +427,18 @@ def _custom_row(where: str, cells: dict[str, object], has_label: bool, errors: l
         bad("pid", f"{pid}: identities are >= 0, or -1 for junk (gallery rows only)")
     elif pid == -1 and split in ("train", "query"):
         bad("pid", f"-1 (junk) is for gallery rows only: a {split} row needs an identity")
+    elif pid > MAX_ID:
+        bad("pid", f"{pid}: identities must be <= {MAX_ID} (the manifest stores them as 32-bit integers)")
     if camid is None:
         bad("camid", f"expected an integer, got {cells['camid']!r}")
     elif camid < 0:
         bad("camid", f"{camid}: camera ids are >= 0")
+    elif camid > MAX_ID:
+        bad("camid", f"{camid}: camera ids must be <= {MAX_ID} (the manifest stores them as 32-bit integers)")
     label = _as_int(cells.get("label"))
-    if has_label and split == "train" and (label is None or label < 0):
-        bad("label", f"expected an integer >= 0 on a train row, got {cells['label']!r} (or drop the label column)")
+    if has_label and split == "train" and (label is None or not 0 <= label <= MAX_ID):
+        bad("label", f"expected an integer in [0, {MAX_ID}] on a train row, got {cells['label']!r} (or drop the "
+                     "label column)")
     elif has_label and split in ("query", "gallery") and cells["label"] is not None and label != -1:
         bad("label", f"{cells['label']!r}: only train rows take a label; leave it empty or -1 on {split} rows")
     if len(errors) > n_errors:
@@ -449,10 +459,10 @@ def _duplicate_path_errors(rows: list[CustomRow], root: Path) -> list[str]:
     return errors
 
 
-def _empty_split_errors(rows: list[CustomRow]) -> list[str]:
+def _empty_split_errors(rows: list[CustomRow], required: tuple[str, ...] = SPLITS) -> list[str]:
     present = {r.record.split for r in rows}
     return [f"column split: no {split} rows (train is learned from, query and gallery are evaluated)"
-            for split in SPLITS if split not in present]
+            for split in required if split not in present]
 
 
 def _label_errors(rows: list[CustomRow]) -> list[str]:
@@ -496,10 +506,11 @@ def _custom_notes(source: Path, columns: list[str], rows: list[CustomRow], *, fo
     return notes
 
 
-def read_custom(root: str | Path) -> CustomManifest:
+def read_custom(root: str | Path, *, required: tuple[str, ...] = SPLITS) -> CustomManifest:
     """Read and check a custom manifest: one DatasetError lists every bad row and column.
 
     `root` is the manifest file (.csv, .parquet) or a folder holding manifest.csv or manifest.parquet.
+    `required`: the splits that must have rows (a cross-dataset target: query and gallery alone).
     Unknown columns are ignored with a note: exports from labelling tools carry extra columns, and
     only the optional ``label`` could be lost to a typo (the note names what was ignored).
     """
@@ -521,7 +532,7 @@ def read_custom(root: str | Path) -> CustomManifest:
     rows = [row for where, values in cells if (row := _custom_row(where, values, has_label, errors)) is not None]
     errors += _duplicate_path_errors(rows, source.parent)
     if not errors:  # with a bad cell, an empty split or a label gap may just be that cell
-        errors = _empty_split_errors(rows) + _label_errors(rows)
+        errors = _empty_split_errors(rows, required) + _label_errors(rows)
     if errors:
         raise DatasetError(f"{source}: {len(errors)} problem(s):\n  " + "\n  ".join(errors))
     return CustomManifest(source, rows, _custom_notes(source, columns, rows, folder_form=source != Path(root)))

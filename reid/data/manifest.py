@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from reid.data.datasets import (
+    SPLITS,
     DatasetError,
     ImageRecord,
     Reject,
@@ -48,6 +49,7 @@ from reid.io import (
 )
 
 SYNTHETIC_ROOT = "data/synth/market"
+EVAL_SPLITS = ("query", "gallery")  # what a cross-dataset target is evaluated on
 
 SCHEMA = pa.schema([
     ("image_id", pa.string()), ("split", pa.string()), ("pid", pa.int32()), ("camid", pa.int32()),
@@ -173,14 +175,16 @@ def build_manifest(records: list[ImageRecord], root: str | os.PathLike, *,
     return table, rejects
 
 
-def prepare_manifest(cfg: PrepareConfig) -> tuple[pa.Table, list[Reject]]:
+def prepare_manifest(cfg: PrepareConfig, *, evaluation_only: bool = False) -> tuple[pa.Table, list[Reject]]:
     """The prepare stage's work: load dataset `cfg.dataset`, decode every image; (table, rejected files).
 
     Wrongly named and unreadable files are all gathered before deciding, so that in fail mode
     one error lists every bad path (a folder with both kinds used to report only the names).
+    `evaluation_only` (a cross-dataset target, never trained on): a custom manifest needs no train rows,
+    and any it has are dropped unread.
     """
     if cfg.dataset == "custom":
-        return prepare_custom(cfg)
+        return prepare_custom(cfg, evaluation_only=evaluation_only)
     root = cfg.dataset_root
     misnamed: list[Reject] = []
     records = load_dataset(cfg.dataset, root, seed=cfg.split_seed, rejects=misnamed)
@@ -192,13 +196,16 @@ def prepare_manifest(cfg: PrepareConfig) -> tuple[pa.Table, list[Reject]]:
     return table, misnamed + unreadable
 
 
-def prepare_custom(cfg: PrepareConfig) -> tuple[pa.Table, list[Reject]]:
+def prepare_custom(cfg: PrepareConfig, *, evaluation_only: bool = False) -> tuple[pa.Table, list[Reject]]:
     """`prepare_manifest` for a custom manifest: bad rows and bad images name their line/row; notes printed.
 
     Queries left without a true match (per `cfg.same_camera`) stay in the table, as the evaluator
     skips and counts them (n_query - n_query_valid); a manifest where no query has one is an error.
+    `evaluation_only`: train rows are optional and dropped before any image is read.
     """
-    data = read_custom(cfg.root)
+    data = read_custom(cfg.root, required=EVAL_SPLITS if evaluation_only else SPLITS)
+    if evaluation_only:
+        data = data.without_split("train")
     given = data.labels()
     table, unreadable = build_manifest(data.records, data.root, on_bad_image="skip", num_workers=cfg.num_workers,
                                        image_id_of=path_image_id, labels=given)
@@ -210,7 +217,7 @@ def prepare_custom(cfg: PrepareConfig) -> tuple[pa.Table, list[Reject]]:
         raise DatasetError(bad_files_message([], unreadable))
     kept = [ImageRecord(path, pid, camid, split) for path, pid, camid, split in zip(
         *(table.column(c).to_pylist() for c in ("path", "pid", "camid", "split")), strict=True)]
-    if emptied := [s for s in ("train", "query", "gallery") if s not in {r.split for r in kept}]:
+    if emptied := [s for s in (EVAL_SPLITS if evaluation_only else SPLITS) if s not in {r.split for r in kept}]:
         raise DatasetError(f"{data.source}: no readable {' or '.join(emptied)} image left after skipping "
                            f"{len(unreadable)} unreadable one(s)")
     notes = data.notes + camera_notes(kept, where_of, cfg.same_camera, data.source)

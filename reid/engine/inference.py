@@ -7,7 +7,8 @@ image + DSAP: the MF-Stream, fused and DSAG-Stream features in one pass, one tab
 averaging mirrors only the image: a flipped crop keeps its unflipped DSAP-images (SPEC §2).
 Under torchrun each rank embeds every world_size-th image and the shards are gathered, so every
 rank returns the whole tables in dataset order. The tables are reid.features' feature files' tables;
-`FeaturesConfig` holds the features stage's knobs (params ``features``).
+`FeaturesConfig` holds the features stage's knobs (params ``features``), and `embed_feature_set` is
+what the features and cross_evaluate stages embed: a feature set from its trained network folder.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 import torch
@@ -25,9 +27,11 @@ from tqdm import tqdm
 
 from reid.data.torch_dataset import ReidDataset, manifest_split
 from reid.data.transforms import eval_transform
-from reid.device import AmpMode, autocast_dtype, memory_format
+from reid.device import AmpMode, autocast_dtype, default_device, memory_format
 from reid.engine import distributed
+from reid.export import INFO_FILE, WEIGHTS_FILE, TrainedModel, load_trained
 from reid.features import feature_table
+from reid.modeling import PRETRAINED, STREAM_MODELS
 
 Batch = dict[str, torch.Tensor]
 BatchFeatures = Callable[[nn.Module, Batch], dict[str, torch.Tensor]]
@@ -99,7 +103,7 @@ def extract_named_features(model: nn.Module, dataset: Dataset, image_ids: list[s
     model = model.to(device).eval()
     on_cuda = device.type == "cuda"
     amp_dtype = autocast_dtype(amp, device)
-    layout = memory_format(channels_last, device)
+    layout = memory_format(channels_last, device, amp_dtype)
     model.to(memory_format=layout)
     shard = Subset(dataset, range(info.rank, len(dataset), info.world_size))
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=on_cuda)
@@ -170,3 +174,32 @@ def manifest_dsa_stream_features(model: nn.Module, manifest_path: str | os.PathL
     dims = dict.fromkeys(DSA_STREAMS, int(model.feature_dim))
     return extract_named_features(model, dataset, dataset.image_ids, features=dsa_stream_features, dims=dims,
                                   device=device, **kwargs)
+
+
+# --- the pipeline's feature sets (features and cross_evaluate stages) ---
+
+DIAGNOSTICS = ("fused", "guide")  # dsa, dsa_san with their DSAP: <set>_fused ([z_G, z_L]), <set>_guide ([d_G, d_L])
+
+
+def embed_feature_set(name: str, folder: Path, cfg: FeaturesConfig, manifest: str | os.PathLike,
+                      dsap: str | os.PathLike | None = None) -> tuple[TrainedModel, dict[str, pa.Table]]:
+    """Feature set `name` (reid.modeling.FEATURE_SETS) embedded from its network `folder` (model.pt +
+    model.json) over `manifest`'s query and gallery rows: (the network, {output stem: table}).
+
+    The stems are <name>, plus <name>_fused and <name>_guide for the dsa models when `dsap` is given: then
+    the whole network is loaded, else the inference network alone (no DSAP of the manifest is needed).
+    """
+    for file in (WEIGHTS_FILE, INFO_FILE):
+        if not (folder / file).is_file():
+            stage = "pretrain" if name == PRETRAINED else f"train@{name}"
+            raise FileNotFoundError(f"no {folder / file}: run `dvc repro {stage}` first")
+    streams = name in STREAM_MODELS and dsap is not None
+    trained = load_trained(folder, whole=streams, name=None if name == PRETRAINED else name)
+    device = default_device(cfg.device)
+    device = distributed.rank_device(device, distributed.init_distributed(device))
+    kwargs = dict(device=device, flip=cfg.flip, batch_size=cfg.batch_size, num_workers=cfg.num_workers, amp=cfg.amp)
+    size = trained.info.input_size
+    if streams:
+        tables = manifest_dsa_stream_features(trained.network, manifest, dsap, size, **kwargs)
+        return trained, {name: tables["mf"], **{f"{name}_{d}": tables[d] for d in DIAGNOSTICS}}
+    return trained, {name: manifest_features(trained.network, manifest, size, **kwargs)}

@@ -77,7 +77,7 @@ class FitConfig:
     seed: int = 0
     device: str = "auto"
     amp: AmpMode = "off"  # reid.device.autocast_dtype: auto on CUDA only, bf16 on CPU too
-    channels_last: bool = False  # CUDA only (reid.device.memory_format)
+    channels_last: bool = False  # CUDA, and the CPU in fp32 (reid.device.memory_format)
     max_batches_per_epoch: int = 0  # 0 = all of `Task.batches`; > 0 caps an epoch (small CPU profiles)
     schedule: Literal["epoch", "step"] = "epoch"  # scheduler.step() after every epoch or every optimiser step
     desc: str = "epoch"  # progress-bar label
@@ -153,7 +153,7 @@ class Trainer:
         if on_cuda:
             torch.backends.cudnn.benchmark = True
         self.amp_dtype = autocast_dtype(cfg.amp, self.device)
-        self.memory_format = memory_format(cfg.channels_last, self.device)
+        self.memory_format = memory_format(cfg.channels_last, self.device, self.amp_dtype)
         task.model.to(self.device)
         task.model.to(memory_format=self.memory_format)
         # The optimiser may have been built before the move: its state follows the parameters.

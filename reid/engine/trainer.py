@@ -53,7 +53,7 @@ class TrainConfig:
     max_batches_per_epoch: int = 0  # 0 = the whole P x K plan; > 0 caps it (small CPU profiles)
     device: str = "auto"
     amp: AmpMode = "auto"  # auto: CUDA only (bf16 where supported); bf16 also on CPU
-    channels_last: bool = True  # CUDA only (reid.device.memory_format)
+    channels_last: bool = True  # CUDA, and the CPU in fp32 (reid.device.memory_format)
 
     def validate(self) -> None:
         for name in ("epochs", "height", "width", "step_epochs"):

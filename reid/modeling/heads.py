@@ -92,9 +92,10 @@ def basic_stage(in_ch: int, out_ch: int, n_blocks: int, groups: int = 1, stride:
 def conv5_stage(backbone: str, in_ch: int, channel_div: int = 1, groups: int = 1, stride: int = 1,
                 shared_input: bool = False) -> nn.Sequential:
     """The backbone's conv5_x design (resnet18: 2 BasicBlocks of 512; resnet50: 3 Bottlenecks
-    512-512-2048), every width divided by `channel_div`, as `groups` parallel branches. Random init."""
-    if backbone == "resnet18":
-        return basic_stage(in_ch, 512 // channel_div, 2, groups, stride, shared_input)
+    512-512-2048; efficientnet_lite0: 2 BasicBlocks of its 1280 output channels), every width divided by
+    `channel_div`, as `groups` parallel branches. Random init."""
+    if backbone in ("resnet18", "efficientnet_lite0"):
+        return basic_stage(in_ch, conv5_width(backbone) // channel_div, 2, groups, stride, shared_input)
     if backbone == "resnet50":
         width, out = 512 // channel_div, 2048 // channel_div
         blocks = [GroupedBottleneck(in_ch, width, out, groups, stride, shared_input)]
@@ -105,7 +106,7 @@ def conv5_stage(backbone: str, in_ch: int, channel_div: int = 1, groups: int = 1
 
 def conv5_width(backbone: str) -> int:
     """Output channels of the backbone's conv5_x (= f_G's size)."""
-    return {"resnet18": 512, "resnet50": 2048}[backbone]
+    return {"resnet18": 512, "resnet50": 2048, "efficientnet_lite0": 1280}[backbone]
 
 
 def global_avg_pool(x: Tensor) -> Tensor:
@@ -115,12 +116,14 @@ def global_avg_pool(x: Tensor) -> Tensor:
 class TwoBranchHead(nn.Module):
     """MF-Stream head (DSA §3.2.2, §4.2): global branch = conv5_x design -> GAP -> f_G;
     `n_local` local branches, each conv5_x with 1/`n_local` of the channels -> GAP -> f_L,i.
-    All local branches read the whole map F; they run as one grouped stage."""
+    All local branches read the whole map F; they run as one grouped stage. `global_branch`, when given,
+    replaces the random-init conv5_x (an ImageNet trunk's own remaining blocks, weights included)."""
 
-    def __init__(self, backbone: str, in_ch: int, n_local: int = 8, last_stride: int = 1):
+    def __init__(self, backbone: str, in_ch: int, n_local: int = 8, last_stride: int = 1,
+                 global_branch: nn.Module | None = None):
         super().__init__()
         self.n_local = n_local
-        self.global_branch = conv5_stage(backbone, in_ch, stride=last_stride)
+        self.global_branch = conv5_stage(backbone, in_ch, stride=last_stride) if global_branch is None else global_branch
         self.local_branches = conv5_stage(backbone, in_ch, n_local, n_local, last_stride, shared_input=True)
         self.global_dim = conv5_width(backbone)
         self.local_dim = conv5_width(backbone) // n_local
@@ -148,6 +151,26 @@ def merge_branches(x: Tensor, matrix: Tensor) -> Tensor:
     x = x.view(b, n_in, nc // n_in, h, w)
     out = torch.einsum("mn,bnchw->bmchw", matrix.to(x.dtype), x)
     return out.reshape(b, n_out * (nc // n_in), h, w)
+
+
+class BNNeck(nn.Module):
+    """BoT's BNNeck (Luo et al. 2019): BatchNorm1d over the pooled feature with its shift frozen at 0. The
+    triplet loss reads the feature before it, the ID loss and retrieval the normalised copy after it."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(dim)
+        self.bn.bias.requires_grad_(False)
+
+    def forward(self, feature: Tensor) -> Tensor:
+        return self.bn(feature)
+
+
+def linear_classifier(in_dim: int, num_classes: int) -> nn.Linear:
+    """BoT's ID classifier behind a BNNeck: one linear layer without bias, N(0, 0.001) init."""
+    fc = nn.Linear(in_dim, num_classes, bias=False)
+    nn.init.normal_(fc.weight, std=0.001)
+    return fc
 
 
 class IdClassifier(nn.Module):

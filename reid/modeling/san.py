@@ -41,11 +41,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reid.modeling import MODEL_INPUTS
-from reid.modeling.backbone import ResNetTrunk
+from reid.modeling.backbone import build_trunk
 from reid.modeling.baseline import Baseline
 from reid.modeling.config import DECODER_TRIPLET_DISTANCES, DecoderTripletDistance, ModelConfig
 from reid.modeling.dsa import DSAReID
-from reid.modeling.heads import global_avg_pool
+from reid.modeling.heads import BNNeck, global_avg_pool
 from reid.parts import atlas_shape
 
 LEVELS = ("layer1", "layer2", "layer3", "layer4")
@@ -144,14 +144,14 @@ class SADecoder(nn.Module):
 
 
 class SANPG(nn.Module):
-    """SAN-PG: SA-Enc (ResNet trunk, layer1..layer4) + SA-Dec; image -> texture [B, 3, 6T, 4T] in [-1, 1]."""
+    """SAN-PG: SA-Enc (the backbone's trunk, layer1..layer4) + SA-Dec; image -> texture [B, 3, 6T, 4T] in [-1, 1]."""
 
     def __init__(self, backbone: str, pretrained: str | None, tile: int, width_mult: float = 1.0,
                  last_stride: int = 1):
         super().__init__()
         if tile < 1:
             raise ValueError(f"texture tile must be >= 1, got {tile}")
-        self.encoder = ResNetTrunk(backbone, pretrained, last_stride, depth=4)
+        self.encoder = build_trunk(backbone, pretrained, last_stride, depth=4)
         self.decoder = SADecoder(self.encoder.level_channels, atlas_shape(tile)[:2], width_mult)
 
     def forward(self, image: Tensor) -> Tensor:
@@ -235,11 +235,11 @@ def _decoder_outputs(decoder: SADecoder, feats: dict[str, Tensor]) -> dict[str, 
 # --- san ---
 
 class SANEncoder(nn.Module):
-    """SA-Enc -> GAP (-> Linear+BN+ReLU when fc_dim > 0): the san model's inference model."""
+    """SA-Enc -> GAP (-> Linear+BN+ReLU when fc_dim > 0) (-> BNNeck): the san model's inference model."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.trunk = ResNetTrunk(cfg.backbone, cfg.pretrained, cfg.last_stride, depth=4)
+        self.trunk = build_trunk(cfg.backbone, cfg.pretrained, cfg.last_stride, depth=4)
         self.fc = None
         self.feature_dim = self.trunk.out_channels
         if cfg.san_fc_dim > 0:
@@ -248,14 +248,19 @@ class SANEncoder(nn.Module):
             nn.init.normal_(self.fc[0].weight, 0.0, 0.01)  # torchreid's Linear init, as in the official repo
             nn.init.zeros_(self.fc[0].bias)
             self.feature_dim = cfg.san_fc_dim
+        self.neck = BNNeck(self.feature_dim) if cfg.bnneck else None
 
     def pool(self, fmap: Tensor) -> Tensor:
-        """Retrieval feature from the layer4 map."""
+        """The pooled feature from the layer4 map, before the neck (what the triplet loss reads)."""
         v = global_avg_pool(fmap)
         return v if self.fc is None else self.fc(v)
 
-    def forward(self, image: Tensor) -> Tensor:
+    def pooled(self, image: Tensor) -> Tensor:
         return self.pool(self.trunk(image))
+
+    def forward(self, image: Tensor) -> Tensor:
+        feature = self.pooled(image)
+        return feature if self.neck is None else self.neck(feature)
 
     forward_features = forward  # the inference module answers the same calls as the model
 
@@ -273,8 +278,7 @@ class SAN(Baseline):
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         levels = self.encoder.trunk.levels(batch["image"])
-        feature = self.encoder.pool(levels["layer4"])
-        return {"feature": feature, "logits": self.classifier(feature), **_decoder_outputs(self.decoder, levels)}
+        return {**self.id_outputs(self.encoder.pool(levels["layer4"])), **_decoder_outputs(self.decoder, levels)}
 
     def losses(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
         return {**super().losses(outputs, batch), **texture_losses(outputs, batch, self.cfg, self.texture_tile)}

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from reid.data.transforms import check_augment_settings
 from reid.device import check_device_name
 from reid.engine.optim import check_optim_settings
+from reid.modeling.config import Backbone
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,8 @@ class SanPGConfig:
     """params.yaml section ``train_sanpg``. Optimiser defaults follow the official repo (AMSGrad, wd 5e-4)."""
 
     pit_root: str = "data/synth/pit"  # a PIT-layout folder (images/, textures/ atlases of `tile`)
-    backbone: str = "resnet18"
-    pretrained: str | None = "hub"  # torchvision state-dict path, "hub" (torch hub cache if present) or null
+    backbone: Backbone = "resnet18"
+    pretrained: str | None = "hub"  # as models.<m>.pretrained (reid.modeling.config.ModelConfig)
     tile: int = 32
     width_mult: float = 1.0
     last_stride: int = 1
@@ -58,8 +59,8 @@ class SanPGConfig:
     n_samples: int = 6  # held-out pairs in samples.png
 
     def validate(self) -> None:
-        if self.backbone not in ("resnet18", "resnet50"):
-            raise ValueError(f"backbone must be resnet18 or resnet50, got {self.backbone!r}")
+        if self.backbone not in get_args(Backbone):
+            raise ValueError(f"backbone must be one of {', '.join(get_args(Backbone))}, got {self.backbone!r}")
         for name in ("tile", "epochs", "batch_size", "height", "width", "step_epochs", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
