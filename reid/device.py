@@ -77,8 +77,8 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 def memory_format(channels_last: bool, device: torch.device, amp_dtype: torch.dtype | None = None) -> torch.memory_format:
     """channels_last if asked for, on CUDA and in fp32 on the CPU; else the contiguous (NCHW) layout.
     Under bf16 autocast on the CPU NHWC is not reliably faster (`bench/bench_amp.py`: 0.87-1.54x per step
-    across models on a native-bf16 CPU); in fp32 on the CPU it is (`bench/bench_layout.py`: 1.3-1.7x per
-    training step for EfficientNet-Lite0, whose depthwise convolutions gain most, and ResNet-18)."""
+    across models on a native-bf16 CPU); in fp32 on the CPU it is (`bench/bench_layout.py`: 1.7x per
+    training step for EfficientNet-Lite0, whose depthwise convolutions gain most, 1.1-1.4x for ResNet-18)."""
     import torch  # lazily: see the module notes
 
     wanted = channels_last and (device.type == "cuda" or amp_dtype is None)

@@ -185,16 +185,17 @@ def dsap_grid(dsap: np.ndarray, cell: int = 96) -> np.ndarray:
     return make_grid(list(dsap), ncols=6, captions=names, cell_size=(cell, cell))
 
 
-def sample_picture(rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], height: int = 256) -> np.ndarray:
-    """One picture row per (crop, colourised IUV, DSAP grid) triple, each scaled to `height`."""
+def sample_picture(rows: Sequence[Sequence[np.ndarray]], height: int = 256) -> np.ndarray:
+    """One picture row per (crop, colourised IUV, DSAP grid[, more panels, e.g. the pseudo texture]),
+    each panel scaled to `height`, 4 white pixels apart."""
     if not rows:
         raise ValueError("sample_picture needs at least one row")
     lines = []
-    for crop, iuv_rgb, grid in rows:
+    gap = np.full((height, 4, 3), 255, np.uint8)
+    for panels in rows:
         parts = [cv2.resize(im, (max(1, round(im.shape[1] * height / im.shape[0])), height),
-                            interpolation=cv2.INTER_NEAREST) for im in (crop, iuv_rgb, grid)]
-        gap = np.full((height, 4, 3), 255, np.uint8)
-        lines.append(np.concatenate([parts[0], gap, parts[1], gap, parts[2]], axis=1))
+                            interpolation=cv2.INTER_NEAREST) for im in panels]
+        lines.append(np.concatenate([x for part in parts for x in (part, gap)][:-1], axis=1))
     width = max(line.shape[1] for line in lines)
     lines = [np.pad(line, ((0, 4), (0, width - line.shape[1]), (0, 0)), constant_values=255) for line in lines]
     return np.concatenate(lines, axis=0)

@@ -7,8 +7,8 @@
 leaves it: real crops, features and weights stay out of the repository. Writes ``<out>/run.json``
 (``manifest_sha256``: sha256 of the manifest file that was run; ``commit``: the run copy's HEAD and whether
 its work tree was clean; ``profile`` and ``overrides``; ``wall_time_s`` from ``--started`` to the newest
-metrics file), ``<out>/metrics/<set>.json`` for every evaluated feature set (the evaluate stage's format),
-``<out>/claims.json`` and ``<out>/summary.md`` (the report stage's).
+metrics file; ``files``: what was copied), ``<out>/metrics/<set>.json`` for every evaluated feature set (the evaluate stage's format),
+``<out>/claims.json`` and ``<out>/summary.md`` (the report stage's, when the run got that far).
 """
 
 from __future__ import annotations
@@ -33,22 +33,19 @@ def git_state(repo: Path) -> dict[str, object]:
     return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
-def collect(run: Path, out: Path) -> list[str]:
-    """Copy the run's feature-set metrics and report files into `out`; the names copied."""
+def collect(run: Path, out: Path) -> dict[str, Path]:
+    """Copy the run's feature-set metrics and report files into `out`: {name in `out`: source file}."""
+    sources = {f"metrics/{name}.json": run / "metrics" / f"{name}.json" for name in FEATURE_SETS}
+    sources = {target: source for target, source in sources.items() if source.is_file()}
+    if not sources:
+        raise FileNotFoundError(f"{run / 'metrics'}: no evaluated feature set (dvc repro evaluate@<m>)")
+    # a run of some models only has no report yet
+    sources |= {target: run / "metrics" / name for name, target in REPORT_FILES.items()
+                if (run / "metrics" / name).is_file()}
     (out / "metrics").mkdir(parents=True, exist_ok=True)
-    copied = []
-    for name in FEATURE_SETS:
-        source = run / "metrics" / f"{name}.json"
-        if source.is_file():
-            shutil.copyfile(source, out / "metrics" / source.name)
-            copied.append(f"metrics/{source.name}")
-    for source_name, target_name in REPORT_FILES.items():
-        source = run / "metrics" / source_name
-        if not source.is_file():
-            raise FileNotFoundError(f"{source}: the run has no report yet (dvc repro report)")
-        shutil.copyfile(source, out / target_name)
-        copied.append(target_name)
-    return copied
+    for target, source in sources.items():
+        shutil.copyfile(source, out / target)
+    return sources
 
 
 def main() -> None:
@@ -62,11 +59,11 @@ def main() -> None:
     args = parser.parse_args()
     copied = collect(args.run, args.out)
     started = dt.datetime.fromisoformat(args.started.replace("Z", "+00:00"))
-    newest = max((args.run / "metrics" / name).stat().st_mtime for name in ("claims.json", "summary.md"))
+    newest = max(source.stat().st_mtime for source in copied.values())
     write_json_atomic(args.out / "run.json", {
         "manifest": args.manifest.name, "manifest_sha256": file_sha256(args.manifest), **git_state(args.run),
         "profile": args.profile, "overrides": args.override,
-        "wall_time_s": round(newest - started.timestamp()), "files": copied,
+        "wall_time_s": round(newest - started.timestamp()), "files": sorted(copied),
     })
     print(f"collected {len(copied)} files from {args.run} -> {args.out}")
 

@@ -39,7 +39,7 @@ def rooted(table: pa.Table, root: str | os.PathLike) -> pa.Table:
     return table.set_column(table.column_names.index("path"), "path", pa.array(paths, pa.string()))
 
 
-def _cache_column(path: str | os.PathLike, column: str, image_ids: Sequence[str]) -> tuple[pa.Array, dict[str, str]]:
+def cache_column(path: str | os.PathLike, column: str, image_ids: Sequence[str]) -> tuple[pa.Array, dict[str, str]]:
     """`column` of a per-image cache, reordered to `image_ids`; errors name the file and a missing id."""
     path = Path(path)
     if not path.is_file():
@@ -55,7 +55,7 @@ def _cache_column(path: str | os.PathLike, column: str, image_ids: Sequence[str]
 DSAP_SIZE_KEY, TEXTURE_TILE_KEY = "size", "tile"  # cache metadata written by the dsap / texture stages
 
 
-def _metadata_int(path: str | os.PathLike, meta: dict[str, str], key: str, what: str) -> int:
+def metadata_int(path: str | os.PathLike, meta: dict[str, str], key: str, what: str) -> int:
     if key not in meta:
         raise ValueError(f"{path}: schema metadata lacks {key!r} ({what})")
     try:
@@ -66,12 +66,12 @@ def _metadata_int(path: str | os.PathLike, meta: dict[str, str], key: str, what:
 
 def dsap_size(path: str | os.PathLike) -> int:
     """S of a DSAP cache (entries 24 x S x S x 3), from its metadata; errors name the file."""
-    return _metadata_int(path, _cache_metadata(path), DSAP_SIZE_KEY, "the DSAP image side S")
+    return metadata_int(path, _cache_metadata(path), DSAP_SIZE_KEY, "the DSAP image side S")
 
 
 def texture_tile(path: str | os.PathLike) -> int:
     """T of a pseudo-texture cache (atlases 6T x 4T), from its metadata; errors name the file."""
-    return _metadata_int(path, _cache_metadata(path), TEXTURE_TILE_KEY, "the texture atlas tile T")
+    return metadata_int(path, _cache_metadata(path), TEXTURE_TILE_KEY, "the texture atlas tile T")
 
 
 def cache_shapes(inputs: Sequence[str], dsap_path: str | os.PathLike,
@@ -106,14 +106,14 @@ class ReidDataset(Dataset):
         self.dsap: pa.Array | None = None
         self.texture: pa.Array | None = None
         if dsap_path is not None:
-            self.dsap, meta = _cache_column(dsap_path, "dsap", self.image_ids)
-            self.dsap_size = _metadata_int(dsap_path, meta, DSAP_SIZE_KEY, "the DSAP image side S")
+            self.dsap, meta = cache_column(dsap_path, "dsap", self.image_ids)
+            self.dsap_size = metadata_int(dsap_path, meta, DSAP_SIZE_KEY, "the DSAP image side S")
             expected = N_PARTS * self.dsap_size ** 2 * 3
             if self.dsap.type.byte_width != expected:
                 raise ValueError(f"{dsap_path}: dsap entries have {self.dsap.type.byte_width} bytes, "
                                  f"expected 24*S*S*3 = {expected} for S={self.dsap_size}")
         if texture_path is not None:
-            self.texture, _ = _cache_column(texture_path, "texture", self.image_ids)
+            self.texture, _ = cache_column(texture_path, "texture", self.image_ids)
 
     def __len__(self) -> int:
         return len(self.image_ids)

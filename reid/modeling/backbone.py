@@ -96,21 +96,24 @@ def load_resnet(name: str, pretrained: str | None, last_stride: int = 1) -> torc
     return resnet
 
 
-class ResNetTrunk(nn.Module):
-    """ResNet conv1 .. layer`depth` as a feature-map extractor (depth 3 = the MF-Stream's conv1..conv4_x)."""
+class StagedTrunk(nn.Module):
+    """A stem and `depth` stages (layer1 .. layer<depth>, stride 4, 8, 16 and 32 or 16): what both trunks are."""
 
-    def __init__(self, name: str, pretrained: str | None, last_stride: int = 1, depth: int = 4):
+    def __init__(self, backbone: str, stem: nn.Module, layers: list[nn.Module]):
         super().__init__()
-        if depth not in (3, 4):
-            raise ValueError(f"depth must be 3 or 4, got {depth}")
-        r = load_resnet(name, pretrained, last_stride)
-        self.stem = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool)
-        self.layers = nn.Sequential(*[getattr(r, f"layer{i}") for i in range(1, depth + 1)])
-        self.out_channels = STAGE_CHANNELS[name][depth - 1]
-        self.backbone = name
+        if len(layers) not in (3, 4):
+            raise ValueError(f"depth must be 3 or 4, got {len(layers)}")
+        self.stem = stem
+        self.layers = nn.Sequential(*layers)
+        self.backbone = backbone
+        self.out_channels = STAGE_CHANNELS[backbone][len(layers) - 1]
+
+    def scaled(self, image: Tensor) -> Tensor:
+        """The input as the weights expect it (the pipeline feeds ImageNet mean / std normalised images)."""
+        return image
 
     def forward(self, image: Tensor) -> Tensor:
-        return self.layers(self.stem(image))
+        return self.layers(self.stem(self.scaled(image)))
 
     # --- multi-level output (SAN's decoder skips) ---
 
@@ -121,11 +124,29 @@ class ResNetTrunk(nn.Module):
 
     def levels(self, image: Tensor) -> dict[str, Tensor]:
         """Every stage's output map {"layer1": ..., "layer<depth>": ...}; the last one equals forward()."""
-        x, maps = self.stem(image), {}
+        x, maps = self.stem(self.scaled(image)), {}
         for i, layer in enumerate(self.layers, 1):
             x = layer(x)
             maps[f"layer{i}"] = x
         return maps
+
+    def detach_last_layer(self) -> nn.Module:
+        """Remove the last stage from the trunk (which then ends one stage earlier) and return it."""
+        last = self.layers[-1]
+        self.layers = self.layers[:-1]
+        self.out_channels = STAGE_CHANNELS[self.backbone][len(self.layers) - 1]
+        return last
+
+
+class ResNetTrunk(StagedTrunk):
+    """ResNet conv1 .. layer`depth` as a feature-map extractor (depth 3 = the MF-Stream's conv1..conv4_x)."""
+
+    def __init__(self, name: str, pretrained: str | None, last_stride: int = 1, depth: int = 4):
+        if depth not in (3, 4):
+            raise ValueError(f"depth must be 3 or 4, got {depth}")
+        r = load_resnet(name, pretrained, last_stride)
+        super().__init__(name, nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool),
+                         [getattr(r, f"layer{i}") for i in range(1, depth + 1)])
 
     def library_state(self) -> dict[str, Tensor]:
         """The weights under torchvision ResNet names (conv1, bn1, layer1..layer<depth>; no fc)."""
@@ -203,7 +224,7 @@ def efficientnet_classifier(pretrained: str | None) -> nn.Module:
     return model
 
 
-class EfficientNetTrunk(nn.Module):
+class EfficientNetTrunk(StagedTrunk):
     """EfficientNet-Lite0 (timm, TF padding) stem .. layer`depth` in the ResNet split (EFFICIENTNET_LAYERS).
 
     Same interface as ResNetTrunk. `pretrained`: "imagenet" (or "hub"): the packaged ImageNet weights; a
@@ -211,7 +232,6 @@ class EfficientNetTrunk(nn.Module):
     """
 
     def __init__(self, pretrained: str | None, last_stride: int = 1, depth: int = 4):
-        super().__init__()
         if depth not in (3, 4):
             raise ValueError(f"depth must be 3 or 4, got {depth}")
         if last_stride not in (1, 2):
@@ -219,37 +239,16 @@ class EfficientNetTrunk(nn.Module):
         net = efficientnet_classifier(pretrained)
         if last_stride == 1:
             net.blocks[5][0].conv_dw.stride = (1, 1)  # Conv2dSame pads for the stride it runs with
+        layers = [nn.Sequential(*[net.blocks[s] for s in stages]) for stages in EFFICIENTNET_LAYERS]
+        layers[3].extend([net.conv_head, net.bn2])
+        super().__init__("efficientnet_lite0", nn.Sequential(net.conv_stem, net.bn1), layers[:depth])
         scale = torch.tensor(IMAGENET_STD) / _EFFICIENTNET_STD
         shift = (torch.tensor(IMAGENET_MEAN) - _EFFICIENTNET_MEAN) / _EFFICIENTNET_STD
         self.register_buffer("input_scale", scale.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("input_shift", shift.view(1, 3, 1, 1), persistent=False)
-        self.stem = nn.Sequential(net.conv_stem, net.bn1)
-        layers = [nn.Sequential(*[net.blocks[s] for s in stages]) for stages in EFFICIENTNET_LAYERS]
-        layers[3].extend([net.conv_head, net.bn2])
-        self.layers = nn.Sequential(*layers[:depth])
-        self.out_channels = STAGE_CHANNELS["efficientnet_lite0"][depth - 1]
-        self.backbone = "efficientnet_lite0"
 
-    def forward(self, image: Tensor) -> Tensor:
-        return self.layers(self.stem(image * self.input_scale + self.input_shift))
-
-    @property
-    def level_channels(self) -> dict[str, int]:
-        return {f"layer{i}": c for i, c in enumerate(STAGE_CHANNELS[self.backbone][:len(self.layers)], 1)}
-
-    def levels(self, image: Tensor) -> dict[str, Tensor]:
-        x, maps = self.stem(image * self.input_scale + self.input_shift), {}
-        for i, layer in enumerate(self.layers, 1):
-            x = layer(x)
-            maps[f"layer{i}"] = x
-        return maps
-
-    def detach_last_layer(self) -> nn.Module:
-        """Remove layer`depth` from the trunk (which then ends one stage earlier) and return it."""
-        last = self.layers[-1]
-        self.layers = self.layers[:-1]
-        self.out_channels = STAGE_CHANNELS[self.backbone][len(self.layers) - 1]
-        return last
+    def scaled(self, image: Tensor) -> Tensor:
+        return image * self.input_scale + self.input_shift
 
     def library_state(self) -> dict[str, Tensor]:
         """The weights under timm's tf_efficientnet_lite0 names (no classifier): what `pretrained` loads."""
@@ -273,7 +272,6 @@ def _renamed_state(trunk: nn.Module, names: dict[str, str]) -> dict[str, Tensor]
 
 RESNETS = ("resnet18", "resnet50")
 BACKBONES = (*RESNETS, "efficientnet_lite0")
-Trunk = ResNetTrunk | EfficientNetTrunk
 
 
 def pretrained_file(name: str, pretrained: str | None) -> Path | None:
@@ -288,7 +286,7 @@ def pretrained_file(name: str, pretrained: str | None) -> Path | None:
     return hub_weights_path(name) if name in RESNETS else None
 
 
-def build_trunk(name: str, pretrained: str | None, last_stride: int = 1, depth: int = 4) -> Trunk:
+def build_trunk(name: str, pretrained: str | None, last_stride: int = 1, depth: int = 4) -> StagedTrunk:
     """The trunk of backbone `name` (stem .. layer`depth`) with the weights `pretrained` names."""
     if name in RESNETS:
         return ResNetTrunk(name, pretrained, last_stride, depth)
