@@ -3,7 +3,8 @@
     python scripts/collect_results.py --run DIR --out results/cuhk03 --manifest /path/to/manifest.csv \
         --started 2026-12-07T14:40:00Z --override prepare.root=/path/to/cuhk03 [--override ...]
 
-`--run` is the repository copy the run happened in (its metrics/ and params.yaml); nothing but metrics
+`--run` is the repository copy the run happened in (its metrics/ and params.yaml); only the metrics files
+written since `--started` are taken (metrics/ also holds committed files of other runs), and nothing else
 leaves it: real crops, features and weights stay out of the repository. Writes ``<out>/run.json``
 (``manifest_sha256``: sha256 of the manifest file that was run; ``commit``: the run copy's HEAD and whether
 its work tree was clean; ``profile`` and ``overrides``; ``wall_time_s`` from ``--started`` to the newest
@@ -33,15 +34,17 @@ def git_state(repo: Path) -> dict[str, object]:
     return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
-def collect(run: Path, out: Path) -> dict[str, Path]:
-    """Copy the run's feature-set metrics and report files into `out`: {name in `out`: source file}."""
+def collect(run: Path, out: Path, since: float) -> dict[str, Path]:
+    """Copy the feature-set metrics and report files the run wrote (modified after `since`, a POSIX time:
+    metrics/ also holds the committed files of other runs) into `out`: {name in `out`: source file}."""
+    written = lambda path: path.is_file() and path.stat().st_mtime >= since  # noqa: E731
     sources = {f"metrics/{name}.json": run / "metrics" / f"{name}.json" for name in FEATURE_SETS}
-    sources = {target: source for target, source in sources.items() if source.is_file()}
+    sources = {target: source for target, source in sources.items() if written(source)}
     if not sources:
-        raise FileNotFoundError(f"{run / 'metrics'}: no evaluated feature set (dvc repro evaluate@<m>)")
+        raise FileNotFoundError(f"{run / 'metrics'}: no feature set evaluated by this run (dvc repro evaluate@<m>)")
     # a run of some models only has no report yet
     sources |= {target: run / "metrics" / name for name, target in REPORT_FILES.items()
-                if (run / "metrics" / name).is_file()}
+                if written(run / "metrics" / name)}
     (out / "metrics").mkdir(parents=True, exist_ok=True)
     for target, source in sources.items():
         shutil.copyfile(source, out / target)
@@ -57,8 +60,8 @@ def main() -> None:
     parser.add_argument("--override", action="append", default=[], help="a -S key=value of the run (repeat)")
     parser.add_argument("--started", required=True, help="UTC start of the run, ISO 8601 (e.g. 2026-12-07T14:40:00Z)")
     args = parser.parse_args()
-    copied = collect(args.run, args.out)
     started = dt.datetime.fromisoformat(args.started.replace("Z", "+00:00"))
+    copied = collect(args.run, args.out, started.timestamp())
     newest = max(source.stat().st_mtime for source in copied.values())
     write_json_atomic(args.out / "run.json", {
         "manifest": args.manifest.name, "manifest_sha256": file_sha256(args.manifest), **git_state(args.run),

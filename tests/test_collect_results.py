@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def fake_run(root: Path, report: bool) -> None:
 @pytest.mark.parametrize("report", [False, True])
 def test_collects_feature_set_metrics_and_the_report_when_there_is_one(tmp_path, report):
     fake_run(tmp_path / "run", report)
-    copied = collect_results.collect(tmp_path / "run", tmp_path / "out")
+    copied = collect_results.collect(tmp_path / "run", tmp_path / "out", since=0.0)
     expected = {"metrics/baseline.json"} | ({"claims.json", "summary.md"} if report else set())
     assert set(copied) == expected
     assert json.loads((tmp_path / "out" / "metrics" / "baseline.json").read_text()) == {"rank1_pct": 31.0}
@@ -33,8 +34,16 @@ def test_collects_feature_set_metrics_and_the_report_when_there_is_one(tmp_path,
 
 def test_a_run_without_evaluated_metrics_is_an_error(tmp_path):
     (tmp_path / "run" / "metrics").mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match="no evaluated feature set"):
-        collect_results.collect(tmp_path / "run", tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match="no feature set evaluated by this run"):
+        collect_results.collect(tmp_path / "run", tmp_path / "out", since=0.0)
+
+
+def test_files_older_than_the_run_are_left_behind(tmp_path):
+    fake_run(tmp_path / "run", report=True)
+    old = tmp_path / "run" / "metrics" / "summary.md"
+    os.utime(old, (1.0, 1.0))  # a committed file of another run
+    copied = collect_results.collect(tmp_path / "run", tmp_path / "out", since=100.0)
+    assert "summary.md" not in copied and "metrics/baseline.json" in copied
 
 
 def test_git_state_names_the_commit_and_a_dirty_tree(tmp_path):
