@@ -63,6 +63,18 @@ def resolve_pretrained(name: str, pretrained: str | None) -> Path | None:
     return path
 
 
+def load_checked(model: nn.Module, state: dict[str, Tensor], path: Path, what: str, head: str) -> None:
+    """Load `state` into `model`, whose classifier (keys starting with `head`) may be missing from it; any
+    other missing, unexpected or mis-shaped key is a ValueError saying `path` is not `what`."""
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(f"{path} is not {what}: {str(err)[:300]}") from None
+    missing = [k for k in missing if not k.startswith(head)]
+    if missing or unexpected:
+        raise ValueError(f"{path} is not {what}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
 def remove_last_stride(resnet: torchvision.models.ResNet) -> None:
     """Set layer4's down-sampling stride to 1 (BasicBlock: conv1; Bottleneck: conv2; and the shortcut)."""
     block = resnet.layer4[0]
@@ -80,14 +92,7 @@ def load_resnet(name: str, pretrained: str | None, last_stride: int = 1) -> torc
     if path is not None:
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        try:
-            missing, unexpected = resnet.load_state_dict(state, strict=False)
-        except RuntimeError as err:  # shape mismatches
-            raise ValueError(f"{path} is not a torchvision {name} state dict: {str(err)[:300]}") from None
-        missing = [k for k in missing if not k.startswith("fc.")]
-        if missing or unexpected:
-            raise ValueError(f"{path} is not a torchvision {name} state dict: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
+        load_checked(resnet, state, path, f"a torchvision {name} state dict", head="fc.")
     resnet.fc = nn.Identity()
     if last_stride == 1:
         remove_last_stride(resnet)
@@ -213,14 +218,8 @@ def efficientnet_classifier(pretrained: str | None) -> nn.Module:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if "_conv_stem.weight" in state:  # the package's naming
             state = timm_efficientnet_state(state, model)
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False)
-        except RuntimeError as err:  # shape mismatches
-            raise ValueError(f"{path} is not an EfficientNet-Lite0 state dict: {str(err)[:300]}") from None
-        missing = [k for k in missing if not k.startswith("classifier.")]
-        if missing or unexpected:
-            raise ValueError(f"{path} is not an EfficientNet-Lite0 state dict (timm or package names): "
-                             f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        load_checked(model, state, path, "an EfficientNet-Lite0 state dict (timm or package names)",
+                     head="classifier.")
     return model
 
 
