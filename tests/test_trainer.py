@@ -166,7 +166,7 @@ def test_train_stage_writes_outputs_and_continues(tmp_path, monkeypatch) -> None
     make_manifest(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(stage, "build_model", lambda name, num_classes, cfg: TinyModel(num_classes))
-    params = {"train": {"epochs": 1, "p": 4, "k": 2, "height": 16, "width": 8, "num_workers": 0, "device": "cpu"},
+    params = {"train": {"epochs": 1, "p": 4, "k": 2, "height": 32, "width": 16, "num_workers": 0, "device": "cpu"},
               "models": {"baseline": {"backbone": "resnet18", "pretrained": None}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     stage.main(TRAIN_ARGS)
@@ -208,7 +208,7 @@ def test_identical_trainings_write_identical_files(tmp_path, monkeypatch) -> Non
     import stages.train as stage
 
     monkeypatch.setattr(stage, "build_model", lambda name, num_classes, cfg: TinyModel(num_classes))
-    params = {"train": {"epochs": 2, "p": 4, "k": 2, "height": 16, "width": 8, "num_workers": 0, "device": "cpu",
+    params = {"train": {"epochs": 2, "p": 4, "k": 2, "height": 32, "width": 16, "num_workers": 0, "device": "cpu",
                         "seed": 5},
               "models": {"baseline": {"backbone": "resnet18", "pretrained": None}}}
     outputs = ["data/models/baseline/model.pt", "metrics/train/baseline.json",
