@@ -72,6 +72,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if origin is typing.Literal:
         if value in args:
             return value
+        if value is False and "off" in args:  # YAML 1.1 reads an unquoted `off` as false, as `dvc exp run -S` writes it
+            return "off"
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
     if dataclasses.is_dataclass(tp):
         return from_mapping(tp, value, key)

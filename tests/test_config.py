@@ -47,3 +47,12 @@ def test_builds_nested_and_coerces():
 def test_errors_name_the_parameter(mapping, message):
     with pytest.raises(ConfigError, match=message):
         from_mapping(Outer, mapping, "train")
+
+
+def test_an_unquoted_off_read_as_false_means_off():
+    """`dvc exp run -S` rewrites params.yaml with `amp: off` unquoted, which YAML 1.1 reads as false."""
+    from reid.engine.trainer import TrainConfig
+
+    assert from_mapping(TrainConfig, {"amp": False}, "train").amp == "off"
+    with pytest.raises(ConfigError, match="train.amp: True is not one of"):
+        from_mapping(TrainConfig, {"amp": True}, "train")
