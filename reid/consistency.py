@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import pyarrow as pa
 
 from reid.data.torch_dataset import DSAP_SIZE_KEY, cache_column, manifest_split, metadata_int
 from reid.dsap import dsap_grid, read_dsap, sample_picture
@@ -73,6 +74,12 @@ def texture_feature(atlas: np.ndarray) -> np.ndarray:
     return resized_vector(atlas, TEXTURE_SIZE)
 
 
+def dsap_cells(path: str | os.PathLike, image_ids: list[str]) -> tuple[pa.Array, int]:
+    """The DSAP cache's cells for `image_ids` and its side S (from the cache's metadata)."""
+    cells, meta = cache_column(path, "dsap", image_ids)
+    return cells, metadata_int(path, meta, DSAP_SIZE_KEY, "the DSAP image side S")
+
+
 def retrieval_scores(features: np.ndarray, rows: SplitRows) -> dict[str, float]:
     """Rank-1, mAP (%) and the valid query count of fixed features: centred, L2-normalised, cosine."""
     x = l2_normalize(features - features.mean(0, keepdims=True))
@@ -94,8 +101,7 @@ def regulator_consistency(manifest: str | os.PathLike, *, dsap: str | os.PathLik
     rows = split_rows(manifest)
     scores = {"crop": retrieval_scores(stacked(rows.paths, lambda p: crop_feature(read_image(p))), rows)}
     if dsap is not None:
-        cells, meta = cache_column(dsap, "dsap", rows.image_ids)
-        side = metadata_int(dsap, meta, DSAP_SIZE_KEY, "the DSAP image side S")
+        cells, side = dsap_cells(dsap, rows.image_ids)
         scores["dsap"] = retrieval_scores(stacked(cells, lambda c: dsap_feature(read_dsap(c.as_py(), side))), rows)
     if texture is not None:
         cells, _ = cache_column(texture, "texture", rows.image_ids)
@@ -112,8 +118,7 @@ def contact_sheet(manifest: str | os.PathLike, iuv: str | os.PathLike, dsap: str
     picks = queries[np.linspace(0, len(queries) - 1, min(n, len(queries))).round().astype(int)]
     ids = [rows.image_ids[i] for i in picks]
     iuvs, _ = cache_column(iuv, "iuv", ids)
-    dsaps, meta = cache_column(dsap, "dsap", ids)
-    side = metadata_int(dsap, meta, DSAP_SIZE_KEY, "the DSAP image side S")
+    dsaps, side = dsap_cells(dsap, ids)
     atlases, _ = cache_column(texture, "texture", ids)
     return sample_picture([(read_image(rows.paths[i]), colorize_iuv(decode_raw(iuvs[k].as_py())),
                             dsap_grid(read_dsap(dsaps[k].as_py(), side)), decode_png(atlases[k].as_py()))

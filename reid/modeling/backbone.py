@@ -212,7 +212,7 @@ def efficientnet_classifier(pretrained: str | None) -> nn.Module:
 
     model = timm.create_model(EFFICIENTNET_ARCH, pretrained=False)
     if pretrained is not None:
-        path = imagenet_efficientnet_path() if pretrained in ("imagenet", "hub") else Path(pretrained)
+        path = pretrained_file("efficientnet_lite0", pretrained)
         if not path.is_file():
             raise FileNotFoundError(f"pretrained weights file not found: {path} (parameter model.pretrained)")
         state = torch.load(path, map_location="cpu", weights_only=True)
