@@ -17,6 +17,7 @@ line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +50,8 @@ from reid.io import file_sha256, read_image, write_image
 from reid.modeling import MODEL_NAMES
 from reid.retrieval import l2_normalize, search
 from reid.viz import make_grid
+
+QUERY_PREFIX = "query/"  # the ids of a manifest's query rows: <split>/<name> (reid.data.manifest.image_id)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -145,6 +148,22 @@ def read_gallery(path: str) -> FeatureFile:
     return gallery
 
 
+def searched_rows(gallery: FeatureFile, all_rows: bool) -> FeatureFile:
+    """The rows a search looks through. A features-stage file (data/features/<m>.parquet) holds the query
+    split too, as ids ``query/...``: a query would find itself at rank 1, so those rows are left out
+    unless `all_rows` (a `reid embed` file has no split prefix: all its rows are searched)."""
+    keep = [i for i, image_id in enumerate(gallery.image_ids) if all_rows or not image_id.startswith(QUERY_PREFIX)]
+    if len(keep) == len(gallery.image_ids):
+        return gallery
+    if not keep:
+        raise CliError(f"{gallery.path}: every row is a query row ({QUERY_PREFIX}...): nothing to search "
+                       "(--all-rows searches them anyway)")
+    print(f"reid search: {gallery.path}: searching its {len(keep)} gallery rows, not its "
+          f"{len(gallery.image_ids) - len(keep)} query rows (--all-rows to include them)", file=sys.stderr)
+    return dataclasses.replace(gallery, image_ids=[gallery.image_ids[i] for i in keep], features=gallery.features[keep],
+                               paths=None if gallery.paths is None else [gallery.paths[i] for i in keep])
+
+
 def check_gallery_weights(gallery: FeatureFile, trained: TrainedModel) -> None:
     """Refuse a gallery embedded by other weights than `trained`'s: its features would not be comparable."""
     recorded, weights = gallery.metadata.get(WEIGHTS_SHA256), trained.weights
@@ -167,7 +186,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         raise CliError(f"--top-k must be >= 1, got {args.top_k}")
     if args.draw and Path(args.draw).suffix.lower() not in IMAGE_SUFFIXES:
         raise CliError(f"--draw {args.draw}: the picture must be a .png or .jpg file")
-    gallery = read_gallery(args.gallery)
+    gallery = searched_rows(read_gallery(args.gallery), args.all_rows)
     ids, paths = collect_images(args.queries)
     if args.draw and gallery.paths is None:
         raise CliError(f"--draw needs the gallery's image paths: {args.gallery} has no 'path' column")
@@ -257,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=10,
                    help="list length (default 10); distance = 1 - cosine, or squared L2 for an l2 gallery")
     p.add_argument("--draw", help="also write a picture: each query and its top-k (PNG/JPEG)")
+    p.add_argument("--all-rows", action="store_true",
+                   help="also search a features-stage file's query rows (left out by default)")
     p.add_argument("--force", action="store_true",
                    help="search even a gallery embedded by other weights than --model's (its distances mean little)")
     p.set_defaults(run=cmd_search)

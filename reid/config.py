@@ -15,7 +15,12 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """Input a user can fix: a parameter, a manifest row, an image file. The stages and the `reid` CLI
+    report it as one line on stderr and exit with status 2, without a traceback."""
+
+
+class ConfigError(InputError):
     """A parameter that is unknown, missing, of the wrong type or out of range."""
 
 

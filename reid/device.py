@@ -46,10 +46,15 @@ def blas_device(requested: str = "auto") -> torch.device | None:
 AmpMode = Literal["auto", "bf16", "fp16", "off"]  # the `amp` of every training and inference config
 
 
-def check_device_name(requested: str) -> None:
-    """Config-time check of a `device` parameter: auto, cpu, cuda or cuda:N (availability is checked at use)."""
-    if requested != "auto" and requested.split(":")[0] not in ("cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda[:N], got {requested!r}")
+def check_device_settings(device: str, amp: str | None = None) -> None:
+    """Config-time check of a `device` parameter (auto, cpu, cuda or cuda:N; CUDA present where named) and
+    of an `amp` the device it resolves to cannot run (fp16 needs CUDA): a bad parameter, not a traceback."""
+    if device != "auto" and device.split(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+    resolved = default_device(device)
+    if amp == "fp16" and resolved.type != "cuda":
+        raise ValueError(f"amp=fp16 needs CUDA (device {device!r} is {resolved.type} here); on the CPU use "
+                         "amp=bf16 or off")
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:

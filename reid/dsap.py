@@ -246,7 +246,7 @@ def run_dsap(iuv_path: Path, manifest: pa.Table, root: Path, out_path: Path, con
     samples = []
     schema = dsap_schema(config.grid, config.collision)
     cover_sum = np.zeros(N_PARTS, np.float64)
-    n_found = row = 0
+    n_found = row = parts_seen = 0
     with atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, schema) as writer, \
             tqdm(total=n_rows, desc="dsap", unit="img", mininterval=1.0) as bar:
         for batch in source.iter_batches(batch_size=config.batch_size, columns=["image_id", "iuv", "found"]):
@@ -274,11 +274,15 @@ def run_dsap(iuv_path: Path, manifest: pa.Table, root: Path, out_path: Path, con
                 if row + k in picks:
                     samples.append((images[k], colorize_iuv(iuvs[k]), dsap_grid(dsaps[k])))
             cover_sum += cover.sum(axis=0)
+            parts_seen += int(np.count_nonzero(cover))
             n_found += sum(found)
             row += len(ids)
             bar.update(len(ids))
         if n_rows == 0:
             writer.write_table(schema.empty_table())
+    # mean_parts_seen: parts that at least one pixel reached, per crop (of 24); unlike the coverage it does
+    # not shrink as S grows (ground-truth IUVs of the synthetic world: 19.4; reid.densepose.quality floors)
     stats = {"n_images": row, "n_not_found": row - n_found,
-             "mean_coverage": float(cover_sum.sum() / max(row * N_PARTS, 1))}
+             "mean_coverage": float(cover_sum.sum() / max(row * N_PARTS, 1)),
+             "mean_parts_seen": parts_seen / max(row, 1)}
     return stats, samples

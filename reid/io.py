@@ -24,12 +24,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from reid.config import InputError
+
 # atomic_path's temporary files are `.<name>.<random>.tmp`; .dvcignore holds the same pattern.
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".tmp"
 
 
-class ImageReadError(ValueError):
+class ImageReadError(InputError):
     """An image file that is missing, unreadable or truncated."""
 
 
@@ -38,6 +40,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent, of=path.name)  # what a killed earlier write of this file left
     fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
@@ -53,21 +56,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def is_temp_name(name: str) -> bool:
-    """Whether `name` has the form of an atomic_path temporary file."""
+def is_temp_name(name: str, of: str | None = None) -> bool:
+    """Whether `name` has the form of an atomic_path temporary file (of the file named `of`, if given:
+    ``.<of>.<8 random characters>.tmp``, as tempfile.mkstemp names it)."""
+    if of is not None:
+        return re.fullmatch(rf"{re.escape(TEMP_PREFIX + of)}\.[A-Za-z0-9_]{{8}}{re.escape(TEMP_SUFFIX)}", name) is not None
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX) and len(name) > len(TEMP_PREFIX + TEMP_SUFFIX)
 
 
-def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
-    """Delete the atomic_path temporary files directly in `folder` (left there by a killed write); return them.
+def remove_stale_temps(folder: str | os.PathLike, of: str | None = None) -> list[Path]:
+    """Delete the atomic_path temporary files directly in `folder` (left there by a killed write), or only
+    those of the file named `of`; return them.
 
-    Call it before writing into a folder that outlives a run (a `persist` checkpoint folder), and
-    from one process only: a temporary file of a write in progress would go too.
+    atomic_path calls it for the file it writes. Call it for a whole folder before writing into one that
+    outlives a run (a `persist` checkpoint folder), and from one process only: a temporary file of a write
+    in progress would go too.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = sorted(p for p in folder.iterdir() if is_temp_name(p.name) and p.is_file())
+    stale = sorted(p for p in folder.iterdir() if is_temp_name(p.name, of) and p.is_file())
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
@@ -108,34 +116,6 @@ def write_parquet_atomic(path: str | os.PathLike, table: pa.Table, metadata: dic
         table = table.replace_schema_metadata(merged)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-
-
-def drop_live_steps_from(live_dir: str | os.PathLike, step: int) -> None:
-    """Cut DVCLive's per-step curves (``live_dir/plots/metrics/**/*.tsv``) back to the steps before `step`.
-
-    A run resumed from the checkpoint of epoch `step` logs steps `step`, `step` + 1, ... again; rows
-    for them already on disk (a kill between logging and checkpointing) would appear twice. A row
-    cut short by a kill mid-append goes too.
-    """
-    for tsv in sorted(Path(live_dir).glob("plots/metrics/**/*.tsv")):
-        lines = tsv.read_text(encoding="utf-8").splitlines(keepends=True)
-        if not lines:
-            continue
-        header = lines[0].rstrip("\r\n").split("\t")
-        if "step" not in header:
-            continue
-        column = header.index("step")
-        kept = [lines[0]] + [line for line in lines[1:] if _row_step(line, len(header), column) < step]
-        if len(kept) < len(lines):
-            write_text_atomic(tsv, "".join(kept))
-
-
-def _row_step(line: str, n_columns: int, column: int) -> float:
-    """The step of one TSV row; infinity (never kept) for a row cut short by a kill."""
-    fields = line.rstrip("\r\n").split("\t")
-    if not line.endswith("\n") or len(fields) != n_columns or not fields[column].isdigit():
-        return float("inf")
-    return int(fields[column])
 
 
 def file_sha256(path: str | os.PathLike) -> str:

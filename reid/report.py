@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 
+from reid.densepose.quality import quality_warnings
 from reid.modeling import MODEL_NAMES, PRETRAINED  # PRETRAINED: the trunk without fine-tuning (no training, no claims)
 
 # Rank-1 / mAP (%) published per dataset (SPEC §12). Keys are prepare.dataset names.
@@ -293,8 +294,9 @@ def claims_table(claims: Sequence[ClaimResult]) -> str:
 
 
 def dense_semantics_lines(densepose: dict | None, sanpg: dict | None, texture: dict | None,
-                          backend: str = "?") -> list[str]:
-    """Bullet lines on the regulators' inputs: IUV quality, SAN-PG and pseudo-texture L1."""
+                          backend: str = "?", dsap: dict | None = None) -> list[str]:
+    """Bullet lines on the regulators' inputs: IUV quality, DSAP coverage, SAN-PG and pseudo-texture L1, then
+    a warning per figure below its floor (reid.densepose.quality.QUALITY_FLOORS)."""
     lines = []
     if densepose and densepose.get("part_miou") is not None:
         lines.append(f"- DensePose (`{backend}` backend) on test identities: part mIoU "
@@ -303,13 +305,16 @@ def dense_semantics_lines(densepose: dict | None, sanpg: dict | None, texture: d
     elif densepose:
         lines.append(f"- DensePose: person found in {100 * densepose.get('found_fraction', float('nan')):.1f}% of "
                      "crops (no ground truth to score part mIoU)")
+    if dsap and dsap.get("mean_parts_seen") is not None:
+        lines.append(f"- DSAP images: {dsap['mean_parts_seen']:.1f} of the 24 parts per crop reached by a pixel, "
+                     f"{100 * dsap['mean_coverage']:.1f}% of the part grids' cells covered")
     if sanpg:
         lines.append(f"- SAN-PG, held-out PIT textures: L1 {sanpg['heldout_l1']:.3f} vs "
                      f"{sanpg['heldout_l1_mean_texture']:.3f} for the mean texture ([-1, 1] units)")
     if texture and texture.get("l1_pseudo") is not None:
         lines.append(f"- Pseudo textures of test identities vs their true atlases: L1 {texture['l1_pseudo']:.3f} "
                      f"vs {texture['l1_mean_texture']:.3f} for the mean texture")
-    return lines
+    return lines + [f"- **Warning**: {w}" for w in quality_warnings(densepose, dsap)]
 
 
 # --- model cost (each model.json's ``cost``, written by the train stage: reid.modeling.cost) ---
@@ -370,7 +375,7 @@ def cost_section(costs: Mapping[str, dict[str, dict[str, int]] | None]) -> list[
 def summary_markdown(results: Sequence[ModelResult], dataset: str, *, claims: Sequence[ClaimResult] = (),
                      method: str = "", pretrained: ModelResult | None = None, densepose: dict | None = None,
                      sanpg: dict | None = None, texture: dict | None = None, backend: str = "?",
-                     costs: Mapping[str, dict[str, dict[str, int]] | None] | None = None) -> str:
+                     dsap: dict | None = None, costs: Mapping[str, dict[str, dict[str, int]] | None] | None = None) -> str:
     """The whole metrics/summary.md (`method`: how the claims' intervals were made, claims.json's;
     `costs`: each model's model.json cost, read_model_cost)."""
     if not results:
@@ -394,7 +399,7 @@ def summary_markdown(results: Sequence[ModelResult], dataset: str, *, claims: Se
                   claims_table(claims), ""]
     else:
         parts += ["No ordering has both its models in this run.", ""]
-    dense = dense_semantics_lines(densepose, sanpg, texture, backend)
+    dense = dense_semantics_lines(densepose, sanpg, texture, backend, dsap)
     if dense:
         parts += ["## Regulator inputs", "", *dense, ""]
     parts += cost_section(costs or {})

@@ -12,7 +12,7 @@ from typing import Any, NoReturn, TypeVar
 
 import yaml
 
-from reid.config import ConfigError, from_mapping
+from reid.config import ConfigError, InputError, from_mapping
 
 T = TypeVar("T")
 
@@ -69,13 +69,13 @@ def load_config(cls: type[T], dotted: str, params: dict[str, Any] | None = None)
 def run(main: Callable[[], int | None]) -> NoReturn:
     """A stage's ``if __name__ == "__main__":`` entry: exit with `main`'s status.
 
-    A bad parameter (ConfigError; from_mapping turns a config's validate() ValueError into one)
-    is one line on stderr and exit status 2, as the `reid` CLI does; any other error is
-    unexpected and keeps its traceback.
+    Bad input (reid.config.InputError: a parameter — from_mapping turns a config's validate() ValueError
+    into a ConfigError —, a manifest row, an image file) is one line on stderr and exit status 2, as the
+    `reid` CLI does; any other error is unexpected and keeps its traceback.
     """
     try:
         status = main()
-    except ConfigError as err:
+    except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     sys.exit(status or 0)

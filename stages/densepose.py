@@ -8,8 +8,11 @@ network folder) is read by the lite backend alone.
 
 from __future__ import annotations
 
+import sys
+
 from reid.data.manifest import read_manifest
 from reid.densepose.build import DensePoseConfig, build_estimator, run_densepose
+from reid.densepose.quality import quality_warnings
 from reid.device import default_device
 from reid.io import write_json_atomic
 from stages.common import load_config, run, stage_parser
@@ -30,6 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"densepose ({cfg.backend}, {device}): person found in {metrics['found_fraction']:.1%} of "
           f"{metrics['n_images']} crops, body pixels {metrics['body_pixel_fraction']:.1%}{quality} "
           f"-> {args.out}, {args.metrics}")
+    for warning in quality_warnings(densepose=metrics):
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,9 @@ rows are written: a target is evaluated on, never trained on, so a custom target
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from reid.config import ConfigError
 from reid.data.manifest import (
     EVAL_SPLITS,
     PrepareConfig,
@@ -24,7 +21,7 @@ from reid.data.manifest import (
     write_manifest,
     write_rejects,
 )
-from stages.common import PARAMS_FILE, load_config, run, stage_parser
+from stages.common import load_config, run, stage_parser
 
 
 def evaluation_rows(table: pa.Table) -> pa.Table:
@@ -37,9 +34,6 @@ def main(argv: list[str] | None = None) -> None:
                         rejects="rejected-images list to write",
                         digest="images digest to write (reid.data.manifest.images_digest)").parse_args(argv)
     cfg = load_config(PrepareConfig, "target")
-    if not Path(cfg.root).exists():  # the loaders' "folder not found" would not say which parameter
-        raise ConfigError(f"{PARAMS_FILE}: target.root: {cfg.root} not found (the {cfg.dataset} dataset to "
-                          "evaluate on; e.g. dvc exp run -S target.dataset=market1501 -S target.root=/path)")
     table, rejects = prepare_manifest(cfg, evaluation_only=True)
     table = evaluation_rows(table)
     write_manifest(args.manifest, table, dataset=cfg.dataset, root=cfg.dataset_root)

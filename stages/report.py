@@ -79,6 +79,7 @@ def parse_args(argv: list[str] | None):
                         cmc="folder of the CMC curves <m>.tsv", eval="folder of the evaluation folders <m>/",
                         models="folder of the trained network folders <m>/ (model.json: the cost)",
                         densepose_metrics="DensePose metrics, read when present",
+                        dsap_metrics="DSAP metrics, read when present",
                         sanpg_metrics="SAN-PG metrics, read when present",
                         texture_metrics="texture metrics, read when present",
                         dsap_samples="DSAP sample picture, read when present",
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     write_json_atomic(args.claims, document)
     pretrained = optional_pretrained(args.scores, args.train_metrics)
     text = summary_markdown(results, dataset, claims=claims, method=document["method"], pretrained=pretrained,
-                            densepose=optional_json(args.densepose_metrics),
+                            densepose=optional_json(args.densepose_metrics), dsap=optional_json(args.dsap_metrics),
                             sanpg=optional_json(args.sanpg_metrics), texture=optional_json(args.texture_metrics),
                             backend=backend,
                             costs={m: read_model_cost(args.models / m / MODEL_INFO_FILE) for m in cfg.models})

@@ -139,6 +139,25 @@ def test_search_reads_a_features_stage_file(world, gallery_file, tmp_path, capsy
     assert code == 2 and "has no 'path' column" in err
 
 
+def test_search_leaves_out_the_query_rows_of_a_features_stage_file(world, gallery_file, tmp_path, capsys) -> None:
+    """data/features/<m>.parquet holds query and gallery rows (ids query/..., gallery/...): the query's own
+    row must not come back at rank 1."""
+    table = pq.read_table(gallery_file)
+    ids = [f"query/{i}" if i == "m_dup.png" else f"gallery/{i}" for i in table["image_id"].to_pylist()]
+    stage_file = tmp_path / "features.parquet"
+    write_parquet_atomic(stage_file, table.set_column(0, "image_id", pa.array(ids)),
+                         feature_metadata(model="baseline", network="baseline", flip=True, size=SIZE,
+                                          weights=world["folder"] / "model.pt"))
+    code, out, err = run(["search", "--model", world["folder"], "--gallery", stage_file, world["query"]], capsys)
+    assert code == 0, err
+    ranked = [line.split("\t")[1] for line in out.splitlines()[2:]]
+    assert len(ranked) == 6 and "query/m_dup.png" not in ranked
+    assert "searching its 6 gallery rows, not its 1 query rows" in err
+    code, out, _ = run(["search", "--model", world["folder"], "--gallery", stage_file, world["query"], "--all-rows"],
+                       capsys)
+    assert code == 0 and out.splitlines()[2].split("\t")[1] == "query/m_dup.png"
+
+
 def test_search_refuses_a_gallery_embedded_by_other_weights(world, gallery_file, tmp_path, capsys) -> None:
     """E.g. `--model data/models/baseline2b --gallery data/features/dsa.parquet`: same shapes, other weights."""
     torch.manual_seed(1)

@@ -152,7 +152,6 @@ def test_a_custom_target_still_needs_query_and_gallery_rows(workdir):
 
 @pytest.mark.parametrize("change, message", [
     ({"dataset": "market"}, "target.dataset: 'market' is not one of"),
-    ({"root": "data/nowhere"}, "target.root: data/nowhere not found"),
     ({"same_camera": "keep"}, "target: same_camera: keep is for dataset custom only"),
     ({"on_bad_image": "ignore"}, "target.on_bad_image"),
 ])
@@ -170,12 +169,15 @@ def test_prepare_target_refuses_a_folder_without_market_layout(workdir):
         run_prepare_target()
 
 
-def test_stage_cli_exits_2_with_one_line_naming_the_parameter(workdir):
-    write_params({"target": {**TARGET_PARAMS, "root": "data/nowhere"}})
+def test_stage_cli_exits_2_with_one_line_for_a_data_error(workdir):
+    # (a missing target.root is stopped before, by locate@target: tests/test_locate.py)
+    Path("data/empty").mkdir()
+    write_params({"target": {**TARGET_PARAMS, "dataset": "market1501", "root": "data/empty"}})
     done = subprocess.run([sys.executable, "-m", "stages.prepare_target", "--manifest", "m.parquet", "--rejects",
                            "r.txt", "--digest", "d.txt"], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                           timeout=120)
-    assert done.returncode == 2 and done.stderr.startswith("error: params.yaml: target.root: data/nowhere not found")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == ["error: folder not found: data/empty/bounding_box_train"]
 
 
 # ----------------------------------------------------------------------------- cross_evaluate

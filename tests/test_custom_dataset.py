@@ -1,5 +1,6 @@
 """The custom dataset: your own CSV / Parquet manifest (path, pid, camid, split, optional label)."""
 
+import os
 import typing
 
 import numpy as np
@@ -133,6 +134,26 @@ def test_duplicate_paths_and_empty_splits(tmp_path):
     write_csv(tmp_path / "manifest.csv", CUSTOM_HEADER, [])
     with pytest.raises(DatasetError, match="no rows below the header"):
         read_custom(tmp_path / "manifest.csv")
+
+
+def test_one_image_under_two_paths_is_listed_twice(tmp_path):
+    make_custom(tmp_path)
+    os.symlink("a.jpg", tmp_path / "images/0005/copy.jpg")  # the query's image again, through a link
+    rows = rows_with((6, ("images/0005/copy.jpg", 5, 1, "gallery")))
+    write_csv(tmp_path / "manifest.csv", CUSTOM_HEADER, rows)
+    with pytest.raises(DatasetError) as err:
+        read_custom(tmp_path / "manifest.csv")
+    assert problems(err) == ["line 8, column path: images/0005/copy.jpg is the file images/0005/a.jpg of line 6 "
+                             "(a link): one image listed twice"]
+
+
+def test_an_absolute_path_inside_the_manifest_folder_is_not_outside(tmp_path):
+    make_custom(tmp_path / "mydata")
+    rows = rows_with((9, (str(tmp_path / "mydata/images/junk/a.jpg"), -1, 0, "gallery")),
+                     (8, ("images/../images/0000/a.jpg", 0, 1, "gallery")))
+    make_custom(tmp_path / "mydata", rows, images=False)
+    table, _ = prepare_manifest(custom_config(tmp_path / "mydata"))
+    assert "lie outside" not in table.schema.metadata[b"notes"].decode()
 
 
 def test_given_labels_are_checked_then_kept(tmp_path):

@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -254,7 +257,7 @@ def test_dsap_stage_end_to_end(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text("dsap:\n  grid: 8\n  collision: mean\n  batch_size: 2\n  n_samples: 2\n")
     from stages import dsap as stage
     stage.main(["--manifest", "data/manifest.parquet", "--iuv", "data/iuv.parquet", "--out", "data/dsap.parquet",
-                "--samples", "data/dsap_samples.png"])
+                "--samples", "data/dsap_samples.png", "--metrics", "metrics/dsap.json"])
 
     out = pq.read_table("data/dsap.parquet")
     meta = out.schema.metadata
@@ -272,6 +275,10 @@ def test_dsap_stage_end_to_end(tmp_path, monkeypatch):
     assert (cover[1] == 0).all()
     assert (dsap.read_dsap(out.column("dsap")[1].as_py(), 8) == dsap.mean_colours(read_image(world / rows[1]["path"])[None])[0]).all()
     assert read_image("data/dsap_samples.png").shape[0] > 100
+    stats = json.loads(Path("metrics/dsap.json").read_text())
+    assert stats["n_images"] == 3 and stats["n_not_found"] == 1
+    assert stats["mean_parts_seen"] == pytest.approx(np.count_nonzero(cover) / 3)
+    assert stats["mean_coverage"] == pytest.approx(cover.mean(), rel=1e-5)
 
 
 def test_dsap_stage_rejects_iuv_of_another_size(tmp_path):

@@ -17,9 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
 
-# The stage's first run writes last.pt, then is SIGKILLed in the middle of its next save (as a kill in
-# epoch 2 would be); the next run writes last.pt and succeeds. It never cleans up itself: the
-# .dvcignore pattern alone must keep the partial file out of DVC.
+# The stage's first run writes last.pt, then is SIGKILLed in the middle of saving another file; the
+# next run writes last.pt only and succeeds. (A write of the same file deletes what a killed one left,
+# reid.io.atomic_path; the other file's partial copy stays:) the .dvcignore pattern alone must keep it
+# out of DVC.
 SAVE = """\
 import os, signal
 from pathlib import Path
@@ -29,7 +30,7 @@ target = Path("checkpoint/last.pt")
 killed_before = target.exists()
 write_bytes_atomic(target, b"epoch 1")
 if not killed_before:
-    with atomic_path(target) as tmp:
+    with atomic_path(target.with_name("best.pt")) as tmp:
         tmp.write_bytes(b"JUNK" * 1000)
         os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -59,7 +60,7 @@ def test_a_killed_save_in_a_persisted_folder_is_not_cached(tmp_path):
 
     assert dvc("repro", cwd=tmp_path, check=False).returncode != 0  # killed mid-save
     temps = [p.name for p in (tmp_path / "checkpoint").iterdir() if p.name != "last.pt"]
-    assert len(temps) == 1 and temps[0].startswith(".last.pt.") and temps[0].endswith(".tmp")
+    assert len(temps) == 1 and temps[0].startswith(".best.pt.") and temps[0].endswith(".tmp")
 
     dvc("repro", cwd=tmp_path)  # the rerun succeeds; the partial file is still in the folder
     assert (tmp_path / "checkpoint" / temps[0]).is_file()

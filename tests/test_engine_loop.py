@@ -5,6 +5,7 @@ resumed, a killed save's temp file is cleared. Each network's own behaviour is t
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -116,6 +117,27 @@ def test_a_finished_run_is_not_retrained(network, tmp_path):
     again = network(tmp_path / "run", epochs=1)  # nothing left to do: the weights come from the checkpoint
     assert_same_weights(done, again)
     assert (tmp_path / "run" / "checkpoint" / "last.pt").stat().st_mtime_ns == mtime
+
+
+def test_a_restored_run_rewrites_curves_that_were_deleted(network, tmp_path):
+    whole = network(tmp_path / "run", epochs=2)
+    expected = curves(tmp_path / "run")
+    shutil.rmtree(tmp_path / "run" / "curves")  # `rm -rf metrics/train/<model>`, then `dvc repro`
+    again = network(tmp_path / "run", epochs=2)  # nothing left to train: restored from the checkpoint
+    assert_same_weights(whole, again)
+    assert curves(tmp_path / "run") == expected and len(expected) >= 2
+
+
+def test_a_resumed_run_replaces_curves_of_another_run(network, tmp_path):
+    network(tmp_path / "short", epochs=1)
+    network(tmp_path / "run", epochs=2)
+    expected = curves(tmp_path / "run")
+    shutil.rmtree(tmp_path / "run" / "curves")
+    shutil.copytree(tmp_path / "short" / "curves", tmp_path / "run" / "curves")  # epoch 0 only, beside a 2-epoch network
+    network(tmp_path / "run", epochs=2)
+    assert curves(tmp_path / "run") == expected
+    network(tmp_path / "run", epochs=3)  # and a continued run extends the rebuilt curves
+    assert all(column == [0, 1, 2] for column in live_steps(tmp_path / "run" / "curves").values())
 
 
 def test_a_killed_save_leaves_no_temp_file_behind(network, tmp_path):

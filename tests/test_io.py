@@ -147,17 +147,18 @@ def test_torch_files_do_not_depend_on_the_file_name(tmp_path):
     assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["w"], state["w"])
 
 
-def test_drop_live_steps_from_keeps_earlier_steps_once(tmp_path):
-    curves = tmp_path / "live" / "plots" / "metrics"
-    curves.mkdir(parents=True)
-    (curves / "loss.tsv").write_text("step\tloss\n0\t2.0\n1\t1.5\n2\t1.2\n2\t1.2\n")  # step 2 logged, then killed
-    (curves / "train").mkdir()
-    (curves / "train" / "l1.tsv").write_text("step\tl1\n0\t0.5\n1\t0.4\n2\t0.")  # cut short mid-append
-    (curves / "lr.tsv").write_text("step\tlr\n0\t0.1\n1\t0.1\n")
-    before = (curves / "lr.tsv").stat().st_mtime_ns
-
-    io.drop_live_steps_from(tmp_path / "live", 2)
-    assert (curves / "loss.tsv").read_text() == "step\tloss\n0\t2.0\n1\t1.5\n"
-    assert (curves / "train" / "l1.tsv").read_text() == "step\tl1\n0\t0.5\n1\t0.4\n"
-    assert (curves / "lr.tsv").stat().st_mtime_ns == before  # nothing to drop: not rewritten
-    io.drop_live_steps_from(tmp_path / "nothing", 0)  # no curves yet: nothing to do
+def test_a_write_killed_midway_leaves_a_temp_that_the_next_write_of_that_file_removes(tmp_path):
+    code = ("import os, signal, sys\nfrom reid.io import atomic_path\n"
+            "with atomic_path(sys.argv[1]) as tmp:\n"
+            "    tmp.write_bytes(b'half a parquet file')\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "iuv.parquet")],
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == -signal.SIGKILL
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and io.is_temp_name(left[0], "iuv.parquet")  # the kill's leftover
+    other = tmp_path / ".dsap.parquet.k1ll3dxx.tmp"  # another file's: its own writer's to clean
+    other.write_bytes(b"")
+    io.write_bytes_atomic(tmp_path / "iuv.parquet", b"whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "iuv.parquet"]
+    assert (tmp_path / "iuv.parquet").read_bytes() == b"whole"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -16,7 +17,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("baseline", "baseline2b", "dsa", "san", "dsa_san")
-COPIED = ("reid", "stages", "profiles", "dvc.yaml", ".dvc/config", ".dvc/plots", ".dvcignore")
+COPIED = ("reid", "stages", "profiles", "dvc.yaml", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore")
 
 pytestmark = pytest.mark.slow
 
@@ -79,6 +80,10 @@ def test_repro_writes_every_output(repo):
     summary = (repo / "metrics" / "summary.md").read_text()
     assert all(f"| `{name}` |" in summary for name in MODELS)
     assert "| pretrained trunk, no fine-tuning |" in summary
+    # the micro profile's lite DensePose (2 epochs) is far below the floors: said, not hidden
+    dsap = json.loads((repo / "metrics" / "dsap.json").read_text())
+    assert 0 <= dsap["mean_parts_seen"] <= 24 and dsap["n_images"] > 0
+    assert "- **Warning**: " in summary
     for picture in ("synth/contact_sheet.png", "synth/target_sheet.png", "dsap_samples.png", "sanpg/samples.png",
                     "texture_samples.png", "report/figures.png"):
         assert (repo / "data" / picture).stat().st_size > 0
@@ -108,10 +113,38 @@ def test_second_repro_does_nothing(repo):
     assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
 
 
+def test_deleted_training_curves_come_back_from_the_checkpoint(repo):
+    # `rm -rf metrics/train/<m> && dvc repro`: the finished network is restored from its checkpoint, and its
+    # curves are rewritten from the checkpoint's rows (they once stayed missing: DVC failed on every repro)
+    curves = repo / "metrics" / "train" / "baseline"
+    before = {p.relative_to(curves): p.read_bytes() for p in curves.rglob("*") if p.is_file()}
+    shutil.rmtree(curves)
+    out = run(["dvc", "repro"], repo)
+    assert set(re.findall(r"Running stage '([^']+)'", out)) == {"train@baseline"}  # same bytes: nothing downstream
+    assert {p.relative_to(curves): p.read_bytes() for p in curves.rglob("*") if p.is_file()} == before
+
+
+def test_a_missing_dataset_root_is_named_by_its_parameter(repo):
+    params = repo / "params.yaml"
+    kept = params.read_text()
+    changed = yaml.safe_load(kept)
+    changed["prepare"].update(dataset="custom", root="mydata/manifest.csv")
+    params.write_text(yaml.safe_dump(changed, sort_keys=False))
+    try:
+        proc = subprocess.run(["dvc", "repro", "prepare"], cwd=repo, capture_output=True, text=True,
+                              env=dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"))
+    finally:
+        params.write_text(kept)
+    assert proc.returncode != 0
+    assert "error: params.yaml: prepare.root: mydata/manifest.csv not found" in proc.stdout + proc.stderr
+    run(["dvc", "checkout", "locate@prepare"], repo)  # the failed run removed its receipt
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
+
+
 def test_dvc_lists_every_metric_and_plot(repo, tmp_path):
     # Metrics are declared by the stages that write them, plots by stages and by dvc.yaml's top-level list.
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo))[""]["data"]
-    expected = ({f"metrics/{m}.json" for m in (*MODELS, "pretrained", "densepose", "densepose_lite", "sanpg",
+    expected = ({f"metrics/{m}.json" for m in (*MODELS, "pretrained", "densepose", "densepose_lite", "dsap", "sanpg",
                                                "texture", "claims")}
                 | {f"metrics/train/{net}.json" for net in (*MODELS, "pretrain", "sanpg", "densepose")}
                 | {f"metrics/cross/{m}.json" for m in (*MODELS, "pretrained")})
@@ -213,6 +246,36 @@ def test_experiment_runs_only_dependent_stages_and_metrics_diff_compares_commits
     diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], repo))
     assert "last_epoch_loss" in diff["metrics/train/baseline.json"]  # another loss weight: another training curve
     assert not any(path.startswith(("metrics/densepose", "metrics/dsa")) for path in diff)  # nothing else re-ran
+
+
+def test_a_colleague_gets_the_results_through_a_dvc_remote(repo, tmp_path):
+    # The flow of the README's "The DVC cache and a remote": git remote + DVC remote (local folders here).
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "results to share", "--allow-empty"], repo)
+    run(["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], repo)
+    run(["git", "remote", "add", "origin", str(tmp_path / "origin.git")], repo)
+    run(["git", "push", "-q", "origin", "HEAD:refs/heads/main"], repo)
+    run(["dvc", "remote", "add", "-d", "store", str(tmp_path / "store")], repo)  # .dvc/config, written uncommitted
+    run(["dvc", "push"], repo)
+    checkpoints = list(repo.glob("data/**/checkpoint/last.pt"))
+    assert checkpoints  # kept on this machine for resuming, but never cached nor pushed:
+    for last in checkpoints:
+        md5 = hashlib.md5(last.read_bytes()).hexdigest()
+        assert not (tmp_path / "store" / "files" / "md5" / md5[:2] / md5[2:]).exists(), last
+    names = run(["dvc", "exp", "list", "--all-commits", "--name-only"], repo).split()
+    assert names  # test_experiment_runs_only_dependent_stages_... ran one
+    run(["dvc", "exp", "push", "origin", names[0]], repo)
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", "-b", "main", str(tmp_path / "origin.git"), str(clone)], tmp_path)
+    run(["dvc", "remote", "add", "-d", "store", str(tmp_path / "store")], clone)
+    run(["dvc", "pull"], clone)
+    out = run(["dvc", "repro"], clone)
+    assert "Running stage" not in out, out[-3000:]  # the pulled outputs are the committed ones: nothing to do
+    assert json.loads(run(["dvc", "metrics", "diff", "--json"], clone)) == {}
+    assert not list(clone.glob("data/**/checkpoint"))  # resume state stays on the machine that trained
+    run(["dvc", "exp", "pull", "origin", names[0]], clone)
+    assert names[0] in run(["dvc", "exp", "list", "--all-commits", "--name-only"], clone).split()
 
 
 def test_dsap_grid_change_reruns_the_stage_instead_of_restoring_the_cache(repo):

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
+from reid.densepose.quality import quality_warnings
 from reid.evaluation import write_cmc
 from reid.export import INFO_FILE, model_info, write_model_info
 from reid.io import read_image, write_image, write_parquet_atomic
@@ -22,6 +23,7 @@ from reid.report import (
     claim_verdict,
     claims_table,
     cost_section,
+    dense_semantics_lines,
     figure_sheet,
     judge_claims,
     load_model_result,
@@ -252,6 +254,26 @@ def test_a_bad_cost_in_model_json_names_the_file(tmp_path):
         read_model_cost(tmp_path / "nowhere" / "model.json")
 
 
+def test_regulator_inputs_below_their_floors_are_warned_about():
+    good_iuv = {"found_fraction": 0.99, "body_pixel_fraction": 0.24, "n_gt_images": 10, "part_miou": 0.64,
+                "uv_error": 0.05}
+    good_dsap = {"mean_parts_seen": 19.0, "mean_coverage": 0.22}
+    lines = dense_semantics_lines(good_iuv, None, None, "lite", good_dsap)
+    assert not any("Warning" in line for line in lines)
+    assert "- DSAP images: 19.0 of the 24 parts per crop reached by a pixel, 22.0% of the part grids' cells covered" in lines
+    garbage = {**good_iuv, "part_miou": 0.001, "body_pixel_fraction": 0.01}  # the micro profile's lite DensePose
+    warnings = [line for line in dense_semantics_lines(garbage, None, None, "lite", {**good_dsap, "mean_parts_seen": 1.2})
+                if line.startswith("- **Warning**")]
+    assert warnings == [
+        "- **Warning**: DensePose labels 1.0% of a crop's pixels as body (floor 5%): the regulators' dense "
+        "semantics are mostly noise here",
+        "- **Warning**: DensePose part mIoU is 0.001 (floor 0.25): the regulators' dense semantics are mostly noise here",
+        "- **Warning**: the DSAP images hold 1.2 of the 24 parts per crop (floor 8): the regulators' dense semantics "
+        "are mostly noise here"]
+    real = {"found_fraction": 0.3, "body_pixel_fraction": 0.3, "n_gt_images": 0}  # no ground truth: no mIoU to judge
+    assert [w.split(" (")[0] for w in quality_warnings(real)] == ["DensePose found a person in 30.0% of crops"]
+
+
 def test_cmc_round_trips_through_the_evaluation_writer(tmp_path):
     write_cmc(tmp_path / "cmc.tsv", np.array([0.5, 0.75, 1.0]))
     ranks, acc = read_cmc(tmp_path / "cmc.tsv")
@@ -266,7 +288,8 @@ def test_figure_sheet_stacks_titled_pictures_at_one_width():
 
 REPORT_ARGS = ["--scores", "metrics", "--train-metrics", "metrics/train", "--cmc", "metrics/cmc", "--eval", "data/eval",
                "--models", "data/models",
-               "--densepose-metrics", "metrics/densepose.json", "--sanpg-metrics", "metrics/sanpg.json",
+               "--densepose-metrics", "metrics/densepose.json", "--dsap-metrics", "metrics/dsap.json",
+               "--sanpg-metrics", "metrics/sanpg.json",
                "--texture-metrics", "metrics/texture.json", "--dsap-samples", "data/dsap_samples.png",
                "--texture-samples", "data/texture_samples.png", "--cross", "metrics/cross",
                "--cross-eval", "data/target/eval", "--summary", "metrics/summary.md",

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from reid.config import ConfigError
@@ -67,7 +68,31 @@ def test_stage_with_a_bad_param_prints_one_line_and_no_traceback(tmp_path):
 
 
 def test_stage_with_an_unexpected_error_keeps_its_traceback(tmp_path):
-    done = _run_stage(tmp_path, {"dsap": {"grid": 4}}, "stages.dsap", "--manifest", "data/manifest.parquet",
-                      "--iuv", "iuv.parquet", "--out", "dsap.parquet", "--samples", "s.png")  # valid params, no manifest
+    (tmp_path / "manifest.parquet").write_bytes(b"not parquet")  # a pipeline output gone bad: not the user's input
+    done = _run_stage(tmp_path, {"dsap": {"grid": 4}}, "stages.dsap", "--manifest", "manifest.parquet",
+                      "--iuv", "iuv.parquet", "--out", "dsap.parquet", "--samples", "s.png",
+                      "--metrics", "dsap.json")  # valid params
     assert done.returncode not in (0, 2)
     assert "Traceback" in done.stderr and "manifest" in done.stderr
+
+
+def test_a_bad_manifest_row_is_reported_without_a_traceback(tmp_path):
+    (tmp_path / "manifest.csv").write_text("path,pid,camid,split\na.jpg,seven,0,train\n")
+    done = _run_stage(tmp_path, {"prepare": {"dataset": "custom", "root": "manifest.csv", "num_workers": 1}},
+                      "stages.prepare", "--manifest", "m.parquet", "--rejects", "r.txt", "--digest", "d.txt")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.startswith("error: ")
+    assert "line 2, column pid" in done.stderr
+    assert not (tmp_path / "m.parquet").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the errors of a machine without CUDA")
+@pytest.mark.parametrize("change, message", [
+    ({"amp": "fp16"}, "train: amp=fp16 needs CUDA (device 'auto' is cpu here); on the CPU use amp=bf16 or off"),
+    ({"device": "cuda"}, "train: device='cuda' was requested but CUDA is not available"),
+])
+def test_a_device_setting_the_machine_cannot_run_is_a_bad_parameter(tmp_path, change, message):
+    done = _run_stage(tmp_path, {"train": change}, "stages.train", "baseline", "--manifest", "m.parquet",
+                      "--dsap", "d.parquet", "--texture", "t.parquet", "--out", "model", "--curves", "curves")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [f"error: params.yaml: {message}"]

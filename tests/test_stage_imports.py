@@ -16,7 +16,7 @@ from reid.device import GPU_DRIVER_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 
-NO_TORCH = ("synthesize", "prepare", "prepare_target", "dsap", "evaluate", "report", "profile", "study")
+NO_TORCH = ("synthesize", "locate", "prepare", "prepare_target", "dsap", "evaluate", "report", "profile", "study")
 # why each other stage loads torch at import: it runs or trains a network
 TORCH = {"densepose": "runs the DensePose estimator", "texture": "runs SAN-PG", "features": "runs the reID model",
          "cross_evaluate": "runs the reID model",

@@ -1,8 +1,9 @@
 """Seed study: the aggregation (reid.study), the driver's command lines and queue parsing
-(stages.study), and one real run of the driver on a scratch git + DVC repository."""
+(reid.study, entry point stages.study), and one real run of the driver on a scratch git + DVC repository."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from reid import study as driver
 from reid.study import aggregate_claims, study_document, study_markdown, summarize
-from stages import study as driver
+from stages import study as entry
 
 
 def _claims(delta_r1: float, delta_map: float, verdict_r1: str, verdict_map: str) -> dict:
@@ -126,11 +128,11 @@ def test_command_lines():
 
 def test_main_rejects_repeated_seeds():
     with pytest.raises(SystemExit):
-        driver.main(["--dry-run", "1", "1"])
+        entry.main(["--dry-run", "1", "1"])
 
 
 def test_dry_run_prints_commands(capsys):
-    assert driver.main(["--dry-run", "--tag", "t", "--dvc", "dvc", "5", "6"]) == 0
+    assert entry.main(["--dry-run", "--tag", "t", "--dvc", "dvc", "5", "6"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "dvc exp run --queue -S train.seed=5 -n study-seed5-t",
         "dvc exp run --queue -S train.seed=6 -n study-seed6-t",
@@ -263,6 +265,26 @@ stages:
 PARAMS = "prep:\n  n: 3\ntrain:\n  seed: 0\nreport:\n  models:\n    - baseline\n    - dsa\n    - pretrained\n"
 
 
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_a_dirty_work_tree_is_refused_or_recorded(tmp_path):
+    def sh(*cmd: str) -> None:
+        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
+
+    sh("git", "init", "-q")
+    (tmp_path / "train.py").write_text("lr = 1\n")
+    sh("git", "add", "-A")
+    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "base")
+    runner = driver.Dvc(tmp_path, "dvc", echo=lambda _: None)
+    (tmp_path / "notes.txt").write_text("untracked: not in the experiments, not dirty\n")
+    assert driver.work_tree_state(runner, allow_dirty=False) == {"dirty": False}
+    (tmp_path / "train.py").write_text("lr = 2\n")
+    with pytest.raises(driver.StudyError, match=r"uncommitted changes(.|\n)*--allow-dirty(.|\n)*M train.py"):
+        driver.work_tree_state(runner, allow_dirty=False)
+    state = driver.work_tree_state(runner, allow_dirty=True)
+    diff = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=tmp_path, capture_output=True, text=True).stdout
+    assert state == {"dirty": True, "diff_sha256": hashlib.sha256(diff.encode()).hexdigest()}
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_driver_end_to_end(tmp_path, monkeypatch):
@@ -301,7 +323,7 @@ def test_driver_end_to_end(tmp_path, monkeypatch):
     print(f"end-to-end study of 2 seeds: {elapsed:.1f} s")
 
     assert counter.read_text() == "prep\n"  # upstream reused, never re-run in the experiments
-    assert doc["seeds"] == [0, 1]
+    assert doc["seeds"] == [0, 1] and doc["dirty"] is False
     assert doc["experiments"] == {"0": "study-seed0-t1", "1": "study-seed1-t1"}
     assert doc["models"]["baseline"]["rank1_pct"]["values"] == [10.0, 11.0]
     assert doc["models"]["dsa"]["map_pct"]["values"] == [21.0, 23.0]

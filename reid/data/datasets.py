@@ -36,6 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from reid.config import InputError
+
 Split = Literal["train", "query", "gallery"]
 SPLITS: tuple[str, ...] = ("train", "query", "gallery")
 MAX_ID = 2**31 - 1  # pid and camid are int32 columns of the manifest (reid.data.manifest)
@@ -45,7 +47,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 DENSEPOSE_FOLDER = "densepose_train"
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset layout problem: missing/empty folder, wrongly named file, bad protocol file."""
 
 
@@ -446,16 +448,37 @@ def _custom_row(where: str, cells: dict[str, object], has_label: bool, errors: l
     return CustomRow(where, record, label if has_label and split == "train" else None)
 
 
+def _file_key(path: Path) -> tuple[int, int] | str:
+    """The file `path` names: (device, inode) where it exists, so that links to one file share a key;
+    else the normalised path (a missing image is reported when the images are read)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return os.path.normpath(path)
+    return stat.st_dev, stat.st_ino
+
+
 def _duplicate_path_errors(rows: list[CustomRow], root: Path) -> list[str]:
-    """Rows naming a file an earlier row names already (also across splits: a query in the gallery is a leak)."""
-    first: dict[str, str] = {}
+    """Rows naming a file an earlier row names already, under the same path or another (a symbolic or hard
+    link); also across splits: a query in the gallery is a leak."""
+    first: dict[tuple[int, int] | str, CustomRow] = {}
     errors = []
     for row in rows:
-        key = os.path.normpath(root / row.record.path)
-        if key in first:
-            errors.append(f"{row.where}, column path: {row.record.path} is listed already on {first[key]}")
-        first.setdefault(key, row.where)
+        earlier = first.setdefault(_file_key(root / row.record.path), row)
+        if earlier is row:
+            continue
+        if os.path.normpath(earlier.record.path) == os.path.normpath(row.record.path):
+            errors.append(f"{row.where}, column path: {row.record.path} is listed already on {earlier.where}")
+        else:
+            errors.append(f"{row.where}, column path: {row.record.path} is the file {earlier.record.path} of "
+                          f"{earlier.where} (a link): one image listed twice")
     return errors
+
+
+def _outside(folder: Path, path: str) -> bool:
+    """Whether manifest `path` (relative to `folder`, or absolute) lies outside `folder`."""
+    base = os.path.abspath(folder)
+    return os.path.commonpath([base, os.path.abspath(folder / path)]) != base
 
 
 def _empty_split_errors(rows: list[CustomRow], required: tuple[str, ...] = SPLITS) -> list[str]:
@@ -494,7 +517,7 @@ def _custom_notes(source: Path, columns: list[str], rows: list[CustomRow], *, fo
     if not folder_form:
         notes.append(f"prepare.root names the file, so DVC tracks it but not the images: set prepare.root to its "
                      f"folder {source.parent} (the file named {' or '.join(CUSTOM_FILES)}) to track both")
-    outside = [r for r in rows if posixpath.isabs(r.record.path) or r.record.path.startswith("../")]
+    outside = [r for r in rows if _outside(source.parent, r.record.path)]
     if folder_form and outside:
         notes.append(f"{len(outside)} image(s) lie outside {source.parent}, which DVC does not track, "
                      f"e.g. {outside[0].where}: {outside[0].record.path}")

@@ -26,6 +26,7 @@ from reid.densepose.base import IUVEstimator, IUVResult, read_iuv_png
 from reid.densepose.detectron2 import check_config_file
 from reid.densepose.oracle import gt_iuv_path
 from reid.densepose.quality import CoverageStats, IUVQuality
+from reid.device import check_device_settings
 from reid.io import atomic_path, encode_raw, read_image
 
 IUV_SCHEMA = pa.schema([("image_id", pa.string()), ("iuv", pa.binary()), ("found", pa.bool_())])
@@ -66,6 +67,7 @@ class DensePoseConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
+        check_device_settings(self.device)
         if self.backend == "detectron2":
             d = self.detectron2
             if not (d.config and d.weights):

@@ -46,6 +46,7 @@ from reid.densepose.lite import (
     to_input,
 )
 from reid.densepose.quality import IUVQuality
+from reid.device import check_device_settings
 from reid.engine.artifacts import NetworkFolder
 from reid.engine.loop import FitConfig, MappedBatches, TrainResult, fit, run_key
 from reid.engine.optim import WarmupCosineLR
@@ -91,6 +92,7 @@ class TrainDensePoseConfig:
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         self.arch().validate()
+        check_device_settings(self.device)
 
     def arch(self) -> LiteArch:
         return LiteArch(self.width, self.input_height, self.input_width)

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from reid.data.torch_dataset import ReidDataset, manifest_split
 from reid.data.transforms import eval_transform
-from reid.device import AmpMode, autocast_dtype, default_device, memory_format
+from reid.device import AmpMode, autocast_dtype, check_device_settings, default_device, memory_format
 from reid.engine import distributed
 from reid.export import INFO_FILE, WEIGHTS_FILE, TrainedModel, load_trained
 from reid.features import feature_table
@@ -54,6 +54,7 @@ class FeaturesConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        check_device_settings(self.device, self.amp)
 
 
 def image_features(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:

@@ -42,7 +42,7 @@ from tqdm import tqdm
 from reid.device import AmpMode, autocast_dtype, default_device, memory_format
 from reid.engine import distributed
 from reid.engine.checkpoint import checkpoint_file, fingerprint, load_checkpoint, save_checkpoint
-from reid.io import drop_live_steps_from, remove_stale_temps
+from reid.io import remove_stale_temps
 
 Batch = dict[str, torch.Tensor]
 
@@ -92,7 +92,7 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)  # last epoch's logged metrics
     first_metrics: dict[str, float] = field(default_factory=dict)  # first epoch's logged metrics
     steps: int = 0  # optimiser steps over the whole run, across resumptions
-    history: list[dict[str, float]] = field(default_factory=list)  # this call's epochs' logged metrics
+    history: list[dict[str, float]] = field(default_factory=list)  # every epoch's logged metrics, resumptions included
 
 
 @dataclass
@@ -105,7 +105,7 @@ class FitState:
     train_time_s: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)  # the last epoch's (logged + timing)
     first_metrics: dict[str, float] = field(default_factory=dict)
-    history: list[dict[str, float]] = field(default_factory=list)  # logged metrics of this call's epochs
+    history: list[dict[str, float]] = field(default_factory=list)  # every epoch's logged metrics (the checkpoint keeps them)
 
     @property
     def logged(self) -> dict[str, float]:
@@ -285,6 +285,8 @@ class CheckpointHook(Hook):
         state = load_checkpoint(self.path)
         if not torch.equal(state["fingerprint"], self.fingerprint):
             warnings.warn(f"{self.path} was written with other settings or data; training from scratch", stacklevel=3)
+        elif "history" not in state:
+            warnings.warn(f"{self.path} predates per-epoch curves in checkpoints; training from scratch", stacklevel=3)
         elif int(state["epoch"]) > trainer.cfg.epochs:
             warnings.warn(f"{self.path} is at epoch {int(state['epoch'])}, past epochs={trainer.cfg.epochs}; "
                           "training from scratch", stacklevel=3)
@@ -298,7 +300,8 @@ class CheckpointHook(Hook):
                 epoch=int(state["epoch"]), steps=int(state["steps"]), images=int(state["images"]),
                 train_time_s=float(state["train_time_s"]),
                 metrics={k: float(v) for k, v in state["metrics"].items()},
-                first_metrics={k: float(v) for k, v in state["first_metrics"].items()})
+                first_metrics={k: float(v) for k, v in state["first_metrics"].items()},
+                history=[{k: float(v) for k, v in row.items()} for row in state["history"]])
 
     def after_epoch(self, trainer: Trainer) -> None:
         if not trainer.info.is_main:
@@ -313,14 +316,17 @@ class CheckpointHook(Hook):
             # float64: a resumed run's record must equal an uninterrupted run's (float32 moves the 7th digit)
             "metrics": {k: torch.tensor(v, dtype=torch.float64) for k, v in state.metrics.items()},
             "first_metrics": {k: torch.tensor(v, dtype=torch.float64) for k, v in state.first_metrics.items()},
+            # every epoch's curve rows: a resumed or restored run rewrites its curves from these
+            "history": [{k: torch.tensor(v, dtype=torch.float64) for k, v in row.items()} for row in state.history],
         })
 
 
 class LiveHook(Hook):
     """DVCLive per-epoch curves in `live_dir` (rank 0, ``dvcyaml=False``), one step per epoch.
 
-    A fresh run wipes the directory; a resumed one keeps the epochs its checkpoint holds (rows logged
-    after it, by a run killed before checkpointing, go) and continues the step.
+    The curves always describe the network the run ends with: a fresh run wipes the directory, and a
+    resumed or restored one (even one with nothing left to train) rewrites it from the checkpoint's
+    per-epoch rows before going on, whatever was on disk (deleted curves, rows of a killed or other run).
     """
 
     def __init__(self, live_dir: str | Path) -> None:
@@ -328,20 +334,20 @@ class LiveHook(Hook):
         self.live = None
 
     def before_train(self, trainer: Trainer) -> None:
-        start = trainer.state.epoch
-        if not trainer.info.is_main or start >= trainer.cfg.epochs:
+        if not trainer.info.is_main:
             return
         from dvclive import Live  # imported here: it is slow to import and only rank 0 logs
 
-        if start > 0:
-            drop_live_steps_from(self.live_dir, start)
-        self.live = Live(str(self.live_dir), dvcyaml=False, save_dvc_exp=False, resume=start > 0)
-        self.live.step = start
+        self.live = Live(str(self.live_dir), dvcyaml=False, save_dvc_exp=False)  # starts afresh
+        for row in trainer.state.history:  # the checkpoint's epochs, when resumed
+            self._log(row)
 
     def after_epoch(self, trainer: Trainer) -> None:
-        if self.live is None:
-            return
-        for name, value in trainer.state.logged.items():
+        if self.live is not None:
+            self._log(trainer.state.logged)
+
+    def _log(self, row: Mapping[str, float]) -> None:
+        for name, value in row.items():
             self.live.log_metric(name, value)
         self.live.next_step()
 

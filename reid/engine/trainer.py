@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from reid.data.samplers import PKSampler
 from reid.data.transforms import check_augment_settings
-from reid.device import AmpMode, check_device_name
+from reid.device import AmpMode, check_device_settings
 from reid.engine import distributed
 from reid.engine.artifacts import epoch_losses, timing_record, train_record
 from reid.engine.loop import Batch, FitConfig, TrainResult, fit, run_key
@@ -70,7 +70,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         check_optim_settings(self)
         check_augment_settings(self.crop_scale, self.flip_p, self.erasing_p)
-        check_device_name(self.device)
+        check_device_settings(self.device, self.amp)
 
     @property
     def size(self) -> tuple[int, int]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from reid.data.transforms import check_augment_settings
-from reid.device import check_device_name
+from reid.device import check_device_settings
 from reid.engine.optim import check_optim_settings
 from reid.modeling.config import Backbone
 
@@ -79,7 +79,7 @@ class SanPGConfig:
         check_augment_settings(self.crop_scale, self.flip_p, self.erasing_p)
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        check_device_name(self.device)
+        check_device_settings(self.device)
 
     def arch(self) -> SanPGArch:
         return SanPGArch(self.backbone, self.tile, self.width_mult, self.last_stride, self.height, self.width)
@@ -99,4 +99,4 @@ class TextureConfig:
             raise ValueError(f"batch_size and n_samples must be >= 1, got {self.batch_size}, {self.n_samples}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
-        check_device_name(self.device)
+        check_device_settings(self.device)
