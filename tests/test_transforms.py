@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torchvision.transforms import v2
 
 from reid.data.transforms import (
     IMAGENET_MEAN,
@@ -70,3 +71,38 @@ def test_dsap_and_texture_tensors() -> None:
     atlas[0, 0] = 255
     tex = texture_tensor(atlas)
     assert tex.shape == (3, 12, 8) and tex.min() == -1 and tex[:, 0, 0].tolist() == [1, 1, 1]
+
+
+def reference_v2(size: tuple[int, int], *, crop_scale: float, flip_p: float, erasing_p: float, train: bool) -> v2.Compose:
+    """The composed torchvision v2 pipeline that reid.data.transforms.ImageTransform runs without a Compose."""
+    h, w = size
+    steps = [v2.ToImage()]
+    if train and crop_scale > 1:
+        steps += [v2.Resize((round(h * crop_scale), round(w * crop_scale)), antialias=True), v2.RandomCrop((h, w))]
+    else:
+        steps += [v2.Resize((h, w), antialias=True)]
+    if train:
+        steps.append(v2.RandomHorizontalFlip(flip_p))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if train and erasing_p > 0:
+        steps.append(v2.RandomErasing(p=erasing_p))
+    return v2.Compose(steps)
+
+
+@pytest.mark.parametrize("size, crop_scale", [((64, 32), 1.125), ((48, 24), 1.0), ((256, 128), 1.125)])
+def test_the_transforms_equal_torchvision_v2s_composed_pipeline_draw_for_draw(size, crop_scale) -> None:
+    images = np.random.default_rng(3).integers(0, 256, (6, 128, 64, 3), dtype=np.uint8)
+    ours = train_transform(size, crop_scale=crop_scale, flip_p=0.5, erasing_p=0.5)
+    theirs = reference_v2(size, crop_scale=crop_scale, flip_p=0.5, erasing_p=0.5, train=True)
+    for seed in range(4):
+        torch.manual_seed(seed)
+        a = [ours(image) for image in images]
+        after = torch.rand(1)  # the RNG advanced by the same draws
+        torch.manual_seed(seed)
+        b = [theirs(image) for image in images]
+        assert torch.equal(after, torch.rand(1))
+        for x, y in zip(a, b, strict=True):
+            torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
+    for image in images:
+        torch.testing.assert_close(eval_transform(size)(image), reference_v2(size, crop_scale=1, flip_p=0, erasing_p=0,
+                                                                            train=False)(image), rtol=0, atol=1e-5)

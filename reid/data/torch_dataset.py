@@ -112,6 +112,9 @@ class ReidDataset(Dataset):
             if self.dsap.type.byte_width != expected:
                 raise ValueError(f"{dsap_path}: dsap entries have {self.dsap.type.byte_width} bytes, "
                                  f"expected 24*S*S*3 = {expected} for S={self.dsap_size}")
+            # [N, 24*S*S*3] uint8 view of the column's one buffer: an item is a slice, not a bytes copy
+            self._dsap_bytes = np.frombuffer(self.dsap.buffers()[1], np.uint8, count=len(self.dsap) * expected,
+                                             offset=self.dsap.offset * expected).reshape(len(self.dsap), expected)
         if texture_path is not None:
             self.texture, _ = cache_column(texture_path, "texture", self.image_ids)
 
@@ -124,8 +127,7 @@ class ReidDataset(Dataset):
                   "index": torch.tensor(index)}
         if self.dsap is not None:
             s = self.dsap_size
-            raw = np.frombuffer(self.dsap[index].as_py(), dtype=np.uint8).reshape(N_PARTS, s, s, 3)
-            sample["dsap"] = dsap_tensor(raw)
+            sample["dsap"] = dsap_tensor(self._dsap_bytes[index].reshape(N_PARTS, s, s, 3))
         if self.texture is not None:
             sample["texture"] = texture_tensor(decode_png(self.texture[index].as_py()))
         return sample
