@@ -34,6 +34,9 @@ Collision = Literal["mean", "last"]
 COLLISIONS: tuple[str, ...] = ("mean", "last")
 
 
+MIN_GRID = 4  # the smallest S the DSAG-Stream can take: two stride-2 stages leave it a 1 x 1 map
+
+
 @dataclass
 class DSAPConfig:
     """The `dsap` params section."""
@@ -44,8 +47,9 @@ class DSAPConfig:
     n_samples: int = 4  # crops drawn in the sample picture
 
     def validate(self) -> None:
-        if self.grid < 1:
-            raise ValueError(f"grid must be >= 1, got {self.grid}")
+        if self.grid < MIN_GRID:
+            raise ValueError(f"grid must be >= {MIN_GRID} (the DSAG-Stream halves S twice before its heads), "
+                             f"got {self.grid}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.n_samples < 1:

@@ -296,3 +296,11 @@ def test_dsap_stage_rejects_iuv_of_another_size(tmp_path):
     with pytest.raises(ValueError, match="IUV of query/a"):
         dsap.run_dsap(tmp_path / "iuv.parquet", manifest, tmp_path, tmp_path / "dsap.parquet", dsap.DSAPConfig(grid=4))
     assert not (tmp_path / "dsap.parquet").exists()  # atomic: no half file
+
+
+def test_a_grid_the_dsag_stream_cannot_take_is_a_bad_parameter():
+    from reid.config import ConfigError, from_mapping
+
+    assert from_mapping(dsap.DSAPConfig, {"grid": dsap.MIN_GRID}, "dsap").grid == 4
+    with pytest.raises(ConfigError, match=r"dsap: grid must be >= 4 \(the DSAG-Stream halves S twice"):
+        from_mapping(dsap.DSAPConfig, {"grid": 3}, "dsap")
