@@ -91,8 +91,13 @@ def test_a_bad_manifest_row_is_reported_without_a_traceback(tmp_path):
     ({"amp": "fp16"}, "train: amp=fp16 needs CUDA (device 'auto' is cpu here); on the CPU use amp=bf16 or off"),
     ({"device": "cuda"}, "train: device='cuda' was requested but CUDA is not available"),
 ])
-def test_a_device_setting_the_machine_cannot_run_is_a_bad_parameter(tmp_path, change, message):
-    done = _run_stage(tmp_path, {"train": change}, "stages.train", "baseline", "--manifest", "m.parquet",
-                      "--dsap", "d.parquet", "--texture", "t.parquet", "--out", "model", "--curves", "curves")
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.splitlines() == [f"error: params.yaml: {message}"]
+def test_a_device_setting_the_machine_cannot_run_is_a_bad_parameter(tmp_path, monkeypatch, capsys, change, message):
+    import stages.train as stage  # in process: the subprocess path of `run` is tested above
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": change}))
+    with pytest.raises(SystemExit) as done:
+        run(lambda: stage.main(["baseline", "--manifest", "m.parquet", "--dsap", "d.parquet", "--texture",
+                                "t.parquet", "--out", "model", "--curves", "curves"]))
+    assert done.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: params.yaml: {message}"]
