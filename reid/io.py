@@ -2,8 +2,9 @@
 
 Outputs are always written to a temporary file in the destination folder and renamed
 into place, so a killed stage never leaves a half-written file under the output's name. The
-temporary names (``.<name>.<random>.tmp``) are excluded from DVC by .dvcignore, and
-`remove_stale_temps` clears those a kill left in a folder DVC keeps between runs (`persist`).
+temporary names (``.<name>.<random>.tmp``) are excluded from DVC by .dvcignore; the next write of the
+same file deletes those a killed one left, and `remove_stale_temps` clears a whole folder that outlives
+a run (a checkpoint folder).
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ def remove_stale_temps(folder: str | os.PathLike, of: str | None = None) -> list
     those of the file named `of`; return them.
 
     atomic_path calls it for the file it writes. Call it for a whole folder before writing into one that
-    outlives a run (a `persist` checkpoint folder), and from one process only: a temporary file of a write
-    in progress would go too.
+    outlives a run (a checkpoint folder), and from one process only: a temporary file of a write in
+    progress would go too.
     """
     folder = Path(folder)
     if not folder.is_dir():

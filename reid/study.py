@@ -13,7 +13,7 @@ experiment's committed metrics/<model>.json and metrics/claims.json:
    named with its ``dvc queue logs <name>`` hint, and nothing is written);
 4. finds each experiment's commit (``refs/exps/<baseline[:2]>/<baseline[2:]>/<name>``), reads
    ``metrics/<model>.json`` (models: the experiment's ``report.models``) and ``metrics/claims.json``
-   there with ``git show``, and writes metrics/study.json and metrics/study.md (reid.study).
+   there with ``git show``, and writes metrics/study.json and metrics/study.md (the aggregation above).
 
 Queued experiments run in temporary copies under .dvc/tmp/exps: the workspace is left as it is
 (no ``dvc exp apply``). Stages upstream of training keep their params and match the baseline's
@@ -59,6 +59,7 @@ from typing import Any
 import yaml
 
 from reid.io import write_json_atomic, write_text_atomic
+from reid.modeling import MODEL_NAMES  # an experiment without report.models reports them all
 
 # metrics/<model>.json keys summarised per model -> their names in metrics/study.json.
 STUDY_METRICS = {"rank1_pct": "rank1_pct", "mAP_pct": "map_pct", "mINP_pct": "minp_pct"}
@@ -182,7 +183,6 @@ def study_markdown(doc: Mapping[str, Any]) -> str:
 
 DEFAULT_SEEDS = (0, 1, 2)
 SEED_PARAM = "train.seed"
-DEFAULT_MODELS = ("baseline", "baseline2b", "dsa", "san", "dsa_san")  # when an experiment lacks report.models
 CLAIMS_FILE = "metrics/claims.json"
 TERMINAL = ("Success", "Failed")
 STATUSES = ("Queued", "Running", "Success", "Failed")
@@ -396,7 +396,7 @@ def collect(runner: Dvc, seeds: Sequence[int], names: Sequence[str], param: str 
         params = yaml.safe_load(runner.show(rev, "params.yaml") or "") or {}
         if dotted(params, param) != seed:
             raise StudyError(f"experiment {name} ({rev[:7]}): {param} is {dotted(params, param)!r}, expected {seed}")
-        models = [m for m in dotted(params, "report.models") or DEFAULT_MODELS if m not in SEED_INDEPENDENT_MODELS]
+        models = [m for m in dotted(params, "report.models") or MODEL_NAMES if m not in SEED_INDEPENDENT_MODELS]
         metrics: dict[str, dict] = {}
         for m in models:
             text = runner.show(rev, f"metrics/{m}.json")

@@ -279,7 +279,7 @@ class CheckpointHook(Hook):
 
     def before_train(self, trainer: Trainer) -> None:
         if trainer.info.is_main:
-            remove_stale_temps(self.path.parent)  # a killed save's partial file must not stay in the persisted folder
+            remove_stale_temps(self.path.parent)  # a killed save's partial file must not stay in the kept folder
         if not self.path.is_file():
             return
         state = load_checkpoint(self.path)
