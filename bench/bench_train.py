@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from reid.data.samplers import PKSampler
-from reid.data.transforms import train_transform
+from reid.data.transforms import BatchAugment, model_inputs, train_transform
 from reid.device import default_device
 from reid.engine.optim import build_optimizer
 from reid.engine.trainer import TrainConfig, train
@@ -142,11 +142,13 @@ def bare_loop(model: nn.Module, dataset: MemoryDataset, cfg: TrainConfig, device
     optimizer = build_optimizer(model, cfg)
     sampler = PKSampler(dataset.labels, cfg.p, cfg.k, seed=cfg.seed)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers)
+    augment = BatchAugment(cfg.size, crop_scale=cfg.crop_scale, flip_p=cfg.flip_p, erasing_p=cfg.erasing_p)
     start, cpu = time.perf_counter(), time.process_time()
     for epoch in range(cfg.epochs):
         sampler.set_epoch(epoch)
         for batch in itertools.islice(loader, cfg.max_batches_per_epoch):
-            plain_step(model, optimizer, {k: v.to(device) for k, v in batch.items()})
+            batch = model_inputs({k: v.to(device) for k, v in batch.items()})
+            plain_step(model, optimizer, {**batch, "image": augment(batch["image"])})
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start, time.process_time() - cpu

@@ -25,12 +25,13 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
-from reid.data.torch_dataset import DSAP_SIZE_KEY, cache_column, manifest_split, metadata_int
+from reid.data.torch_dataset import DSAP_SIZE_KEY, TEXTURE_TILE_KEY, cache_column, manifest_split, metadata_int
 from reid.dsap import dsap_grid, read_dsap, sample_picture
 from reid.evaluation import evaluate_features
-from reid.io import decode_png, decode_raw, read_image
+from reid.io import decode_raw, read_image
 from reid.parts import N_PARTS
 from reid.retrieval import l2_normalize
+from reid.sanpg.cache import read_texture
 from reid.viz import colorize_iuv
 
 CROP_SIZE = (32, 16)  # (H, W) of the crop feature: 1,536 numbers
@@ -80,6 +81,12 @@ def dsap_cells(path: str | os.PathLike, image_ids: list[str]) -> tuple[pa.Array,
     return cells, metadata_int(path, meta, DSAP_SIZE_KEY, "the DSAP image side S")
 
 
+def texture_cells(path: str | os.PathLike, image_ids: list[str]) -> tuple[pa.Array, int]:
+    """The texture cache's cells for `image_ids` and its tile T (from the cache's metadata)."""
+    cells, meta = cache_column(path, "texture", image_ids)
+    return cells, metadata_int(path, meta, TEXTURE_TILE_KEY, "the texture atlas tile T")
+
+
 def retrieval_scores(features: np.ndarray, rows: SplitRows) -> dict[str, float]:
     """Rank-1, mAP (%) and the valid query count of fixed features: centred, L2-normalised, cosine."""
     x = l2_normalize(features - features.mean(0, keepdims=True))
@@ -104,8 +111,9 @@ def regulator_consistency(manifest: str | os.PathLike, *, dsap: str | os.PathLik
         cells, side = dsap_cells(dsap, rows.image_ids)
         scores["dsap"] = retrieval_scores(stacked(cells, lambda c: dsap_feature(read_dsap(c.as_py(), side))), rows)
     if texture is not None:
-        cells, _ = cache_column(texture, "texture", rows.image_ids)
-        scores["texture"] = retrieval_scores(stacked(cells, lambda c: texture_feature(decode_png(c.as_py()))), rows)
+        cells, tile = texture_cells(texture, rows.image_ids)
+        scores["texture"] = retrieval_scores(stacked(cells, lambda c: texture_feature(read_texture(c.as_py(), tile))),
+                                             rows)
     return scores
 
 
@@ -119,7 +127,7 @@ def contact_sheet(manifest: str | os.PathLike, iuv: str | os.PathLike, dsap: str
     ids = [rows.image_ids[i] for i in picks]
     iuvs, _ = cache_column(iuv, "iuv", ids)
     dsaps, side = dsap_cells(dsap, ids)
-    atlases, _ = cache_column(texture, "texture", ids)
+    atlases, tile = texture_cells(texture, ids)
     return sample_picture([(read_image(rows.paths[i]), colorize_iuv(decode_raw(iuvs[k].as_py())),
-                            dsap_grid(read_dsap(dsaps[k].as_py(), side)), decode_png(atlases[k].as_py()))
+                            dsap_grid(read_dsap(dsaps[k].as_py(), side)), read_texture(atlases[k].as_py(), tile))
                            for k, i in enumerate(picks)])

@@ -56,8 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(cfg.train.seed)
     model = build_model("baseline", num_classes, cfg.model)
     t = cfg.train
-    dataset = ReidDataset(table, train_transform(t.size, crop_scale=t.crop_scale, flip_p=t.flip_p,
-                                                 erasing_p=t.erasing_p))
+    dataset = ReidDataset(table, train_transform(t.size, crop_scale=t.crop_scale))
     result = train(model, dataset, t, network.root, live_dir=network.curves,
                    run_id=f"pretrain|{num_classes}|{cfg.model}|{len(table)}")
     if distributed.current().is_main:

@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     model = build_model(name, num_classes, model_cfg, **shapes)
     caches = {"dsap_path": args.dsap if "dsap" in model.inputs else None,
               "texture_path": args.texture if "texture" in model.inputs else None}
-    dataset = ReidDataset(manifest, train_transform(cfg.size, crop_scale=cfg.crop_scale, flip_p=cfg.flip_p,
-                                                    erasing_p=cfg.erasing_p), **caches)
+    dataset = ReidDataset(manifest, train_transform(cfg.size, crop_scale=cfg.crop_scale), **caches)
     # A checkpoint left by a run on other data or another model config must not be resumed.
     trunk = [f] if (f := pretrained_file(model_cfg.backbone, model_cfg.pretrained)) is not None else []  # its initial weights
     data_key = [file_sha256(p) for p in (args.manifest, *caches.values(), *trunk) if p is not None]

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from reid.consistency import contact_sheet, dsap_feature, regulator_consistency, texture_feature
-from reid.io import encode_png, encode_raw, write_image, write_parquet_atomic
+from reid.io import encode_raw, write_image, write_parquet_atomic
 from reid.parts import N_PARTS
 
 S, T = 8, 4
@@ -35,15 +35,15 @@ def write_world(root):
             part = np.clip(colours[pid] + rng.normal(0, 20, (N_PARTS, S, S, 3)), 0, 255).astype(np.uint8)
             dsaps.append(part.tobytes())
             noise.append(rng.integers(0, 256, part.shape, dtype=np.uint8).tobytes())
-            atlases.append(encode_png(np.clip(colours[pid] + rng.normal(0, 20, (6 * T, 4 * T, 3)), 0, 255)
-                                      .astype(np.uint8)))
+            atlases.append(np.clip(colours[pid] + rng.normal(0, 20, (6 * T, 4 * T, 3)), 0, 255)
+                           .astype(np.uint8).tobytes())
     write_parquet_atomic(root / "manifest.parquet", pa.Table.from_pylist(rows), {"root": str(root)})
     ids = [r["image_id"] for r in rows]
     width = N_PARTS * S * S * 3
     for name, blobs in (("dsap", dsaps), ("noise", noise)):
         write_parquet_atomic(root / f"{name}.parquet",
                              pa.table({"image_id": ids, "dsap": pa.array(blobs, pa.binary(width))}), {"size": S})
-    write_parquet_atomic(root / "texture.parquet", pa.table({"image_id": ids, "texture": pa.array(atlases, pa.binary())}),
+    write_parquet_atomic(root / "texture.parquet", pa.table({"image_id": ids, "texture": pa.array(atlases, pa.binary(6 * T * 4 * T * 3))}),
                          {"tile": T})
     iuv = np.zeros((32, 16, 3), np.uint8)
     iuv[8:24, 4:12] = (2, 128, 64)  # a torso front

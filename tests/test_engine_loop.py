@@ -38,7 +38,7 @@ Run = Callable[..., nn.Module]  # run(folder, **config changes) -> the trained m
 
 
 def reid_run(tmp: Path) -> Run:
-    dataset = ReidDataset(make_manifest(tmp / "reid-data"), train_transform((16, 8), erasing_p=0.5))
+    dataset = ReidDataset(make_manifest(tmp / "reid-data"), train_transform((16, 8)))
 
     def run(folder: Path, **changes) -> nn.Module:
         model = new_model()  # a new process: fresh init, everything else from the checkpoint
@@ -227,7 +227,7 @@ def test_a_finished_run_reports_the_same_losses_to_the_last_digit(tmp_path, monk
     # the training record (metrics/train/<net>.json) of a run restored from its finished checkpoint
     # must equal the uninterrupted run's: the checkpoint keeps the losses as float64
     monkeypatch.chdir(tmp_path)
-    dataset = ReidDataset(make_manifest(tmp_path / "data"), train_transform((16, 8), erasing_p=0.5))
+    dataset = ReidDataset(make_manifest(tmp_path / "data"), train_transform((16, 8)))
     done = train(new_model(), dataset, reid_config(epochs=2), tmp_path / "run")
     again = train(new_model(), dataset, reid_config(epochs=2), tmp_path / "run")
     assert again.first_metrics == done.first_metrics and again.metrics == done.metrics
@@ -244,7 +244,7 @@ def test_amp_policy_autocasts_on_the_cpu_only_when_asked_for_bf16():
 
 
 def test_a_bf16_run_on_the_cpu_trains_like_the_fp32_one(tmp_path):
-    dataset = ReidDataset(make_manifest(tmp_path / "reid-data"), train_transform((16, 8), erasing_p=0.5))
+    dataset = ReidDataset(make_manifest(tmp_path / "reid-data"), train_transform((16, 8)))
     results = {}
     for amp in ("off", "bf16"):
         with warnings.catch_warnings():

@@ -9,7 +9,7 @@ import torch
 from test_trainer import TinyModel, make_manifest
 
 from reid.data.torch_dataset import ReidDataset
-from reid.data.transforms import eval_transform
+from reid.data.transforms import eval_transform, model_inputs, normalised_images
 from reid.engine.inference import (
     DSA_STREAMS,
     dsa_stream_features,
@@ -42,12 +42,13 @@ def test_features_table_in_dataset_order_with_flip_average(tmp_path) -> None:
     plain = extract_features(model, dataset, ids, device=torch.device("cpu"), batch_size=4)
     assert plain.schema.field("feature").type == pa.list_(pa.float32(), TinyModel.feature_dim)
     assert plain["image_id"].to_pylist() == ids
-    expected = torch.stack([model.forward_features(dataset[i]["image"][None])[0] for i in range(len(ids))])
+    images = torch.stack([dataset[i]["image"] for i in range(len(ids))])  # uint8, as the loader yields them
+    floats = normalised_images(images)
+    expected = torch.stack([model.forward_features(floats[i][None])[0] for i in range(len(ids))])
     assert np.allclose(np.array(plain["feature"].to_pylist()), expected.detach().numpy(), atol=1e-5)
 
     flipped = extract_features(model, dataset, ids, device=torch.device("cpu"), batch_size=4, flip=True)
-    images = torch.stack([dataset[i]["image"] for i in range(len(ids))])
-    mean = (model.forward_features(images) + model.forward_features(images.flip(-1))) / 2
+    mean = (model.forward_features(floats) + model.forward_features(floats.flip(-1))) / 2
     assert np.allclose(np.array(flipped["feature"].to_pylist()), mean.detach().numpy(), atol=1e-5)
     assert not np.allclose(np.array(flipped["feature"].to_pylist()), expected.detach().numpy(), atol=1e-5)
     assert torch.allclose(embed(model, images, flip=True), mean, atol=1e-6)
@@ -104,8 +105,8 @@ def test_dsa_streams_have_the_model_dim_and_fused_is_mf_plus_guide(tmp_path, dsa
     # mf is the inference model's feature; guide the DSAG-Stream alone; fused the model's fused variant
     np.testing.assert_allclose(mf, feature_array(extract_features(dsa_model.inference_model(), dataset, ids,
                                                                   device=torch.device("cpu"))), atol=1e-5)
-    images = torch.stack([dataset[i]["image"] for i in range(len(ids))])
-    dsap = torch.stack([dataset[i]["dsap"] for i in range(len(ids))])
+    batch = model_inputs({k: torch.stack([dataset[i][k] for i in range(len(ids))]) for k in ("image", "dsap")})
+    images, dsap = batch["image"], batch["dsap"]
     with torch.no_grad():
         np.testing.assert_allclose(guide, torch.cat(dsa_model.dsag(dsap), 1).numpy(), atol=1e-5)
         np.testing.assert_allclose(fused, dsa_model.forward_fused_features(images, dsap).numpy(), atol=1e-5)

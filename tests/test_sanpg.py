@@ -15,11 +15,11 @@ from killutil import Killed, kill_on_call, live_steps
 import reid.engine.loop
 from reid.config import ConfigError, from_mapping
 from reid.data.manifest import SCHEMA, write_manifest
-from reid.data.transforms import texture_tensor
+from reid.data.transforms import model_inputs, normalised_images
 from reid.engine.artifacts import NetworkFolder
-from reid.io import decode_png, encode_png, write_image
+from reid.io import parquet_metadata, write_image
 from reid.parts import atlas_shape
-from reid.sanpg.cache import TextureScore, build_texture_cache
+from reid.sanpg.cache import TextureScore, build_texture_cache, read_texture
 from reid.sanpg.config import SanPGConfig, TextureConfig
 from reid.sanpg.data import load_pit, mean_texture, split_by_texture, textures_tensor, to_uint8
 from reid.sanpg.inference import mean_texture_l1, texture_l1
@@ -52,7 +52,8 @@ def test_texture_normalisation_is_exactly_invertible():
     atlas = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
     x = textures_tensor(atlas[None])
     assert x.shape == (1, 3, 16, 16) and x.min() == -1.0 and x.max() == 1.0
-    assert torch.equal(x[0], texture_tensor(atlas))  # the engine's dataset uses the same mapping
+    # the engine's mapping of the datasets' uint8 atlases
+    assert torch.equal(x[0], model_inputs({"texture": torch.from_numpy(atlas)[None]})["texture"][0])
     assert np.array_equal(to_uint8(x)[0], atlas)
     # rounding, not truncation; out-of-range values clip
     assert to_uint8(torch.tensor([[[-2.0]], [[0.0]], [[2.0]]]))[0, 0].tolist() == [0, 128, 255]
@@ -126,10 +127,11 @@ def test_task_batches_cover_the_train_pairs_once_per_epoch(tmp_path):
     assert len(batches) == 3
     built = list(batches)
     assert [len(b["image"]) for b in built] == [4, 4, 2]
-    assert built[0]["image"].shape == (4, 3, 32, 16) and built[0]["texture"].shape == (4, 3, 24, 16)
+    assert built[0]["image"].shape == (4, 32, 16, 3) and built[0]["texture"].shape == (4, 24, 16, 3)
+    assert built[0]["image"].dtype == built[0]["texture"].dtype == torch.uint8  # the engine makes the floats
     # every train pair once, each with its own (never augmented) atlas
-    shown = torch.cat([b["texture"] for b in built])
-    assert sorted(to_uint8(shown).reshape(10, -1).tolist()) == sorted(data.targets(train).reshape(10, -1).tolist())
+    shown = torch.cat([b["texture"] for b in built]).numpy()
+    assert sorted(shown.reshape(10, -1).tolist()) == sorted(data.targets(train).reshape(10, -1).tolist())
 
 
 def test_decoder_init_choice():
@@ -157,28 +159,34 @@ class _Images(torch.utils.data.Dataset):
         return {"image": self.images[i]}
 
 
-def test_texture_cache_schema_png_round_trip_and_scores(tmp_path):
+def test_texture_cache_schema_raw_round_trip_and_scores(tmp_path):
     cfg = tiny_config()
     torch.manual_seed(0)
     model = build_sanpg(cfg.arch()).eval()
-    images = torch.randn(5, 3, 32, 16)
+    images = torch.randint(0, 256, (5, 32, 16, 3), dtype=torch.uint8)  # as the datasets yield them
     manifest = pa.table({"image_id": ["query/a", "query/b", "gallery/c", "gallery/d", "train/e"],
                          "split": ["query", "query", "gallery", "gallery", "train"],
                          "pid": pa.array([1, 2, 0, 1, 3], pa.int32())})
     truth_atlas = np.full(atlas_shape(TILE), 200, np.uint8)
     mean = torch.zeros(3, 24, 16)
-    cache = build_texture_cache(model, _Images(images), manifest, TextureConfig(batch_size=2, n_samples=2),
-                                device=torch.device("cpu"), truth=lambda pid: truth_atlas, mean=mean,
-                                progress=False)
-    assert cache.table.schema == pa.schema([("image_id", pa.string()), ("texture", pa.binary())])
-    assert cache.table["image_id"].to_pylist() == manifest["image_id"].to_pylist()
+    out = tmp_path / "texture.parquet"
+    cache = build_texture_cache(model, _Images(images), manifest, TextureConfig(batch_size=2, n_samples=2), out,
+                                tile=TILE, metadata={"model": "m"}, device=torch.device("cpu"),
+                                truth=lambda pid: truth_atlas, mean=mean, progress=False)
+    table = pq.read_table(out)
+    assert cache.n_cached == 5 and table.num_rows == 5
+    assert table.schema.field("texture").type == pa.binary(int(np.prod(atlas_shape(TILE))))
+    meta = parquet_metadata(out)
+    assert meta["tile"] == str(TILE) and meta["model"] == "m"
+    assert table["image_id"].to_pylist() == manifest["image_id"].to_pylist()
     with torch.no_grad():
-        expected = to_uint8(model(images))
-    decoded = np.stack([decode_png(b) for b in cache.table["texture"].to_pylist()])
-    assert np.array_equal(decoded, expected)  # lossless, RGB order kept
-    # what the training engine's dataset does with the bytes gives back the network's output
+        expected = to_uint8(model(normalised_images(images)))
+    stored = np.stack([read_texture(b, TILE) for b in table["texture"].to_pylist()])
+    assert np.array_equal(stored, expected)  # exact, RGB order kept
+    # what the training engine makes of the bytes gives back the network's output
     with torch.no_grad():
-        assert torch.allclose(texture_tensor(decoded[0]), model(images[:1])[0], atol=0.5 / 127.5 + 1e-6)
+        target = model_inputs({"texture": torch.from_numpy(stored[:1])})["texture"]
+        assert torch.allclose(target[0], model(normalised_images(images[:1]))[0], atol=0.5 / 127.5 + 1e-6)
     # scored rows: query/gallery with pid > 0 (rows 0, 1, 3)
     summary = cache.score.summary()
     assert summary["n_images"] == 3 and summary["n_identities"] == 2
@@ -258,15 +266,12 @@ def test_stages_end_to_end(tmp_path, monkeypatch):
                          "--metrics", "metrics/texture.json"])
     table = pq.read_table(tmp_path / "data/texture.parquet")
     assert table["image_id"].to_pylist() == [r["image_id"] for r in rows]
-    assert decode_png(table["texture"][0].as_py()).shape == atlas_shape(TILE)
+    assert read_texture(table["texture"][0].as_py(), TILE).shape == atlas_shape(TILE)
     tex = json.loads((tmp_path / "metrics/texture.json").read_text())
     assert tex["n_cached"] == 5 and tex["n_images"] == 2 and tex["n_identities"] == 1  # pid 2 only
     assert not {"seconds", "time_s", "images_per_s"} & set(tex)
     assert json.loads((tmp_path / "data/texture_timing.json").read_text())["images_per_s"] > 0
     assert (tmp_path / "data/texture_samples.png").is_file()
-    # encode_png is what the cache holds: the bytes decode to the same atlas the engine reads
-    atlas = decode_png(table["texture"][1].as_py())
-    assert decode_png(encode_png(atlas)).tobytes() == atlas.tobytes()
 
 
 @pytest.mark.slow

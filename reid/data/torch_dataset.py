@@ -1,9 +1,11 @@
 """Torch datasets over the manifest (+ optional DSAP and texture caches), yielding dict samples.
 
 A sample is ``{"image", "label", "index"}`` plus ``"dsap"`` / ``"texture"`` when those caches
-are given. Cache bytes stay in their Arrow columns and are decoded per item (no copy of the
-whole cache per worker). The caches' Parquet metadata give the sizes a network trained on them must
-have: ``size`` = S of a DSAP cache, ``tile`` = T of a texture cache (`cache_shapes`).
+are given, every picture uint8 (`reid.data.transforms.model_inputs` makes the floats, per batch).
+Both caches hold raw uint8 bytes of one fixed size per row; only the dataset's rows are kept, in one
+Arrow buffer per cache that an item slices (no decode, no copy of the cache per worker). The caches'
+Parquet metadata give the sizes a network trained on them must have: ``size`` = S of a DSAP cache,
+``tile`` = T of a texture cache (`cache_shapes`).
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ import torch
 from torch.utils.data import Dataset
 
 from reid.data.manifest import read_manifest
-from reid.data.transforms import dsap_tensor, texture_tensor
-from reid.io import decode_png, parquet_metadata, read_image
-from reid.parts import N_PARTS
+from reid.io import parquet_metadata, read_image
+from reid.parts import N_PARTS, atlas_shape
 
 
 def manifest_split(path: str | os.PathLike, splits: Sequence[str] | None = None) -> pa.Table:
@@ -39,17 +40,45 @@ def rooted(table: pa.Table, root: str | os.PathLike) -> pa.Table:
     return table.set_column(table.column_names.index("path"), "path", pa.array(paths, pa.string()))
 
 
-def cache_column(path: str | os.PathLike, column: str, image_ids: Sequence[str]) -> tuple[pa.Array, dict[str, str]]:
-    """`column` of a per-image cache, reordered to `image_ids`; errors name the file and a missing id."""
+def cache_column(path: str | os.PathLike, column: str, image_ids: Sequence[str], *,
+                 batch_rows: int = 1024) -> tuple[pa.Array, dict[str, str]]:
+    """`column` of a per-image cache, reordered to `image_ids`; errors name the file and a missing id.
+
+    Read row group by row group, keeping only the rows of `image_ids`: a training split of a cache holds
+    a fraction of its bytes in memory, never the whole cache (DSAP images at S = 32 and atlases at T = 32
+    are 74 kB a crop: 9 GB for MSMT17's 126k crops).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"cache not found: {path}")
-    table = pq.read_table(path, columns=["image_id", column])
-    pos = pc.index_in(pa.array(list(image_ids), pa.string()), value_set=table["image_id"].cast(pa.string()))
+    wanted = pa.array(list(image_ids), pa.string())
+    kept_ids, kept = [], []
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["image_id", column]):
+        mask = pc.is_in(batch.column("image_id").cast(pa.string()), value_set=wanted)
+        if pc.any(mask).as_py():
+            kept_ids.append(pc.filter(batch.column("image_id"), mask).cast(pa.string()))
+            kept.append(pc.filter(batch.column(column), mask))
+    ids = pa.concat_arrays(kept_ids) if kept_ids else pa.array([], pa.string())
+    pos = pc.index_in(wanted, value_set=ids)
     if pos.null_count:
         first = next(i for i, p in zip(image_ids, pos.to_pylist(), strict=True) if p is None)
         raise ValueError(f"{path}: no {column} for {pos.null_count} image(s), e.g. image_id {first!r}")
-    return table[column].combine_chunks().take(pos), parquet_metadata(path)
+    values = pa.concat_arrays(kept) if kept else pa.array([], pq.read_schema(path).field(column).type)
+    return values.take(pos), parquet_metadata(path)
+
+
+def fixed_bytes_rows(path: str | os.PathLike, cells: pa.Array, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """uint8 [N, *shape] view of a fixed-size binary column (one buffer, no copy); its byte width must be
+    the product of `shape` (an error names the file)."""
+    width = int(np.prod(shape))
+    if not pa.types.is_fixed_size_binary(cells.type) or cells.type.byte_width != width:
+        raise ValueError(f"{path}: {what} entries are {cells.type}, expected fixed_size_binary[{width}] "
+                         f"(uint8 {list(shape)}): re-run the stage that writes it")
+    cells = cells.combine_chunks() if isinstance(cells, pa.ChunkedArray) else cells
+    if cells.null_count:
+        raise ValueError(f"{path}: {cells.null_count} {what} entries are null")
+    return np.frombuffer(cells.buffers()[1], np.uint8, count=len(cells) * width,
+                         offset=cells.offset * width).reshape(len(cells), *shape)
 
 
 DSAP_SIZE_KEY, TEXTURE_TILE_KEY = "size", "tile"  # cache metadata written by the dsap / texture stages
@@ -103,20 +132,17 @@ class ReidDataset(Dataset):
         # query/gallery rows have no train label: -1
         self.labels = manifest["label"].fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
         self.transform = transform
-        self.dsap: pa.Array | None = None
-        self.texture: pa.Array | None = None
+        self.dsap: np.ndarray | None = None  # uint8 [N, 24, S, S, 3]
+        self.texture: np.ndarray | None = None  # uint8 [N, 6T, 4T, 3]
         if dsap_path is not None:
-            self.dsap, meta = cache_column(dsap_path, "dsap", self.image_ids)
+            cells, meta = cache_column(dsap_path, "dsap", self.image_ids)
             self.dsap_size = metadata_int(dsap_path, meta, DSAP_SIZE_KEY, "the DSAP image side S")
-            expected = N_PARTS * self.dsap_size ** 2 * 3
-            if self.dsap.type.byte_width != expected:
-                raise ValueError(f"{dsap_path}: dsap entries have {self.dsap.type.byte_width} bytes, "
-                                 f"expected 24*S*S*3 = {expected} for S={self.dsap_size}")
-            # [N, 24*S*S*3] uint8 view of the column's one buffer: an item is a slice, not a bytes copy
-            self._dsap_bytes = np.frombuffer(self.dsap.buffers()[1], np.uint8, count=len(self.dsap) * expected,
-                                             offset=self.dsap.offset * expected).reshape(len(self.dsap), expected)
+            s = self.dsap_size
+            self.dsap = fixed_bytes_rows(dsap_path, cells, (N_PARTS, s, s, 3), "dsap")
         if texture_path is not None:
-            self.texture, _ = cache_column(texture_path, "texture", self.image_ids)
+            cells, meta = cache_column(texture_path, "texture", self.image_ids)
+            self.texture_tile = metadata_int(texture_path, meta, TEXTURE_TILE_KEY, "the texture atlas tile T")
+            self.texture = fixed_bytes_rows(texture_path, cells, atlas_shape(self.texture_tile), "texture")
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -126,8 +152,7 @@ class ReidDataset(Dataset):
                   "label": torch.tensor(self.labels[index]),
                   "index": torch.tensor(index)}
         if self.dsap is not None:
-            s = self.dsap_size
-            sample["dsap"] = dsap_tensor(self._dsap_bytes[index].reshape(N_PARTS, s, s, 3))
+            sample["dsap"] = torch.from_numpy(self.dsap[index].copy())  # the copy: the cache buffer is read-only
         if self.texture is not None:
-            sample["texture"] = texture_tensor(decode_png(self.texture[index].as_py()))
+            sample["texture"] = torch.from_numpy(self.texture[index].copy())
         return sample

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from reid.data.torch_dataset import ReidDataset, manifest_split
-from reid.data.transforms import eval_transform
+from reid.data.transforms import eval_transform, model_inputs
 from reid.device import AmpMode, autocast_dtype, check_device_settings, default_device, memory_format
 from reid.engine import distributed
 from reid.export import INFO_FILE, WEIGHTS_FILE, TrainedModel, load_trained
@@ -84,8 +84,9 @@ def embed_batch(model: nn.Module, batch: Batch, features: BatchFeatures = image_
 
 
 def embed(model: nn.Module, images: torch.Tensor, *, flip: bool = False) -> torch.Tensor:
-    """float32 [B, D] features of an inference module; with `flip`, the mean of image and mirror."""
-    return embed_batch(model, {"image": images}, flip=flip)["feature"]
+    """float32 [B, D] features of an inference module for uint8 images [B, 3, H, W] (as `eval_transform`
+    yields them); with `flip`, the mean of image and mirror."""
+    return embed_batch(model, model_inputs({"image": images}), flip=flip)["feature"]
 
 
 @torch.no_grad()
@@ -110,7 +111,7 @@ def extract_named_features(model: nn.Module, dataset: Dataset, image_ids: list[s
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=on_cuda)
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in dims}
     for batch in tqdm(loader, desc="features", disable=not info.is_main, leave=False):
-        inputs = {k: batch[k].to(device, non_blocking=True) for k in MODEL_INPUTS if k in batch}
+        inputs = model_inputs({k: batch[k].to(device, non_blocking=True) for k in MODEL_INPUTS if k in batch})
         inputs["image"] = inputs["image"].contiguous(memory_format=layout)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             out = embed_batch(model, inputs, features, flip=flip)

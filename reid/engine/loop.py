@@ -39,6 +39,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from reid.data.transforms import model_inputs
 from reid.device import AmpMode, autocast_dtype, default_device, memory_format
 from reid.engine import distributed
 from reid.engine.checkpoint import checkpoint_file, fingerprint, load_checkpoint, save_checkpoint
@@ -199,7 +200,7 @@ class Trainer:
         start = time.perf_counter()
         bar = tqdm(total=total, desc=desc, disable=not self.info.is_main, leave=False, dynamic_ncols=True)
         for i, batch in enumerate(batches):
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            batch = model_inputs({k: v.to(device, non_blocking=True) for k, v in batch.items()})
             batch["image"] = batch["image"].contiguous(memory_format=self.memory_format)
             n = len(batch["image"])
             with torch.autocast(device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from reid.data.samplers import PKSampler
-from reid.data.transforms import check_augment_settings
+from reid.data.transforms import BatchAugment, check_augment_settings
 from reid.device import AmpMode, check_device_settings
 from reid.engine import distributed
 from reid.engine.artifacts import epoch_losses, timing_record, train_record
@@ -116,6 +116,8 @@ class ReidTask:
         self.scheduler = build_scheduler(self.optimizer, cfg)
         self.sampler: PKSampler | None = None
         self.loader: DataLoader | None = None
+        # the dataset yields crops at crop_source_size (reid.data.transforms.train_transform)
+        self.augment = BatchAugment(cfg.size, crop_scale=cfg.crop_scale, flip_p=cfg.flip_p, erasing_p=cfg.erasing_p)
 
     def batches(self, epoch: int) -> DataLoader:
         if self.loader is None:  # built on the first epoch: the rank is known once `fit` joined the group
@@ -128,6 +130,8 @@ class ReidTask:
         return self.loader
 
     def loss_terms(self, net: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """The batch's random crop, flip and erasing (drawn here, from the epoch-seeded RNG), then the loss."""
+        batch = {**batch, "image": self.augment(batch["image"])}
         return self.model.losses(net(batch), batch)
 
 

@@ -7,7 +7,7 @@ the held-out split, texture normalisation), `model` (build, save and load in the
 (predictions and texture L1s), `cache` (the pseudo-texture cache of the texture stage), `pictures`.
 
 Textures are atlases (`reid.parts`): uint8 [6T, 4T, 3] on disk, float [3, 6T, 4T] in [-1, 1] for the
-network (x / 127.5 - 1, `reid.data.transforms.texture_tensor`; not the official repo's /225 typo), and
+network (x / 127.5 - 1, `reid.data.transforms.texture_inputs`; not the official repo's /225 typo), and
 back with `to_uint8` (round((x + 1) * 127.5), clipped). Every L1 reported here is the mean absolute
 difference in those [-1, 1] units over all atlas pixels and channels (1.0 = 127.5 grey levels).
 

@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from reid.data.pit import PitPair, load_pit_pairs, read_pit_pair
+from reid.data.transforms import texture_inputs
 from reid.parts import atlas_shape
 
 # --- texture normalisation ---
@@ -24,12 +25,12 @@ def to_uint8(texture: torch.Tensor) -> np.ndarray:
 
 
 def textures_tensor(atlases: np.ndarray) -> torch.Tensor:
-    """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [-1, 1] (batched `texture_tensor`)."""
-    return torch.from_numpy(np.ascontiguousarray(atlases)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [-1, 1] (`reid.data.transforms.texture_inputs`)."""
+    return texture_inputs(torch.from_numpy(np.ascontiguousarray(atlases)))
 
 
 def images_tensor(images: Sequence[np.ndarray], transform: Callable[[np.ndarray], torch.Tensor]) -> torch.Tensor:
-    """[N, 3, H, W]: `transform` applied image by image, in order (augmentation draws in that order)."""
+    """uint8 [N, 3, H, W]: `transform` applied image by image, in order (augmentation draws in that order)."""
     return torch.stack([transform(image) for image in images])
 
 

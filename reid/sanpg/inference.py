@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from reid.data.transforms import eval_transform
+from reid.data.transforms import eval_transform, normalised_images
 from reid.device import default_device
 from reid.sanpg.config import SanPGConfig
 from reid.sanpg.data import PitData, images_tensor, textures_tensor
@@ -19,10 +19,10 @@ L1_UNITS = "mean |x - y| over all atlas pixels and channels, textures in [-1, 1]
 @torch.no_grad()
 def predict_textures(model: nn.Module, images: torch.Tensor, device: torch.device,
                      batch_size: int = 64) -> Iterator[torch.Tensor]:
-    """Float textures [b, 3, 6T, 4T] in [-1, 1] (on CPU) for normalised images [N, 3, H, W], batch by batch."""
+    """Float textures [b, 3, 6T, 4T] in [-1, 1] (on CPU) for uint8 images [N, 3, H, W], batch by batch."""
     model.eval().to(device)
     for i in range(0, len(images), batch_size):
-        yield model(images[i:i + batch_size].to(device)).float().cpu()
+        yield model(normalised_images(images[i:i + batch_size].to(device))).float().cpu()
 
 
 def evaluate_l1(model: nn.Module, data: PitData, indices: np.ndarray, cfg: SanPGConfig) -> dict[str, float]:

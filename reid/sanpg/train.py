@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from reid.data.transforms import train_transform
+from reid.data.transforms import BatchAugment, train_transform
 from reid.engine.loop import Batch, FitConfig, MappedBatches, TrainResult, fit, run_key
 from reid.engine.optim import build_optimizer, build_scheduler
 from reid.sanpg.config import SanPGConfig
-from reid.sanpg.data import PitData, images_tensor, textures_tensor
+from reid.sanpg.data import PitData, images_tensor
 from reid.sanpg.inference import L1_UNITS, evaluate_l1, mean_texture_l1
 from reid.sanpg.model import build_sanpg
 
@@ -39,9 +39,10 @@ class SanPGTask:
         self.model, self.data, self.train_idx, self.cfg = model, data, train_idx, cfg
         self.optimizer = build_optimizer(model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
-        self.transform = train_transform(cfg.arch().size, crop_scale=cfg.crop_scale, flip_p=cfg.flip_p,
-                                         erasing_p=cfg.erasing_p)
-        self.targets = textures_tensor(data.textures)  # [M, 3, 6T, 4T], indexed per batch
+        self.transform = train_transform(cfg.arch().size, crop_scale=cfg.crop_scale)
+        self.augment = BatchAugment(cfg.arch().size, crop_scale=cfg.crop_scale, flip_p=cfg.flip_p,
+                                    erasing_p=cfg.erasing_p)
+        self.targets = torch.from_numpy(data.textures)  # uint8 [M, 6T, 4T, 3], indexed per batch
 
     def batches(self, epoch: int) -> MappedBatches:
         # torch's RNG was just seeded for this epoch by `fit`: the shuffle, then (lazily, batch by
@@ -51,12 +52,13 @@ class SanPGTask:
         return MappedBatches([order[i:i + size] for i in range(0, len(order), size)], self.batch)
 
     def batch(self, indices: np.ndarray) -> Batch:
-        """The augmented person images of pairs `indices` and their (never augmented) atlases."""
+        """The augmented person images of pairs `indices` and their (never augmented) atlases, uint8 (the engine
+        makes the floats: reid.data.transforms.model_inputs)."""
         return {"image": images_tensor([self.data.images[i] for i in indices], self.transform),
                 "texture": self.targets[self.data.texture_of[indices]]}
 
     def loss_terms(self, net: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
-        return {"l1": l1(net(batch["image"]), batch["texture"])}
+        return {"l1": l1(net(self.augment(batch["image"])), batch["texture"])}
 
 
 def fit_config(cfg: SanPGConfig) -> FitConfig:
