@@ -149,6 +149,18 @@ def _hsv_hist(image: np.ndarray) -> np.ndarray:
     return hist / hist.sum()
 
 
+def test_test_identities_can_have_their_own_image_count(tmp_path):
+    cfg = WorldConfig(seed=1, n_train=2, n_test=3, n_cameras=4, cameras_per_identity=(3, 4), images_per_identity=8,
+                      test_images_per_identity=10, n_distractors=1, n_junk=1, height=64, width=32, tile=8)
+    export_market(tmp_path / "m", cfg, progress=False)
+    train, gallery, query = (_records(tmp_path / "m", f) for f in FOLDERS)
+    assert len(train) == 2 * 8
+    test = [r for r in gallery + query if r[0] > 0]
+    assert len(test) == 3 * 10 and len(query) == len({(pid, cam) for pid, cam, _ in test})  # one query per camera
+    with pytest.raises(ValueError, match="test_images_per_identity"):
+        WorldConfig(cameras_per_identity=(2, 3), test_images_per_identity=5).validate()
+
+
 def test_colour_histogram_retrieval_is_far_from_perfect(tmp_path):
     cfg = WorldConfig(seed=0, n_train=1, n_test=20, n_cameras=3, cameras_per_identity=(2, 2), images_per_identity=4,
                       n_distractors=10, n_junk=0)

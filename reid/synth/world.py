@@ -55,6 +55,7 @@ class WorldConfig:
     n_cameras: int = 6
     cameras_per_identity: tuple[int, int] = (2, 3)  # min, max cameras an identity walks past
     images_per_identity: int = 6
+    test_images_per_identity: int = 0  # 0: images_per_identity; else a test identity's (Market: 17 train, 22 test)
     n_distractors: int = 80  # pid 0000 gallery crops: strangers and empty boxes
     n_junk: int = 40  # pid -1 gallery crops: badly cut-off people, mostly background
     height: int = 128  # crop H x W (two keys: DVC's run-cache ignores a param named `size`)
@@ -76,6 +77,8 @@ class WorldConfig:
             (2 <= lo <= hi <= self.n_cameras, "cameras_per_identity must satisfy 2 <= min <= max <= n_cameras"),
             (self.images_per_identity >= 2 * hi,
              "images_per_identity must be >= 2 * cameras_per_identity max (a query and a gallery image per camera)"),
+            (self.test_images_per_identity == 0 or self.test_images_per_identity >= 2 * hi,
+             "test_images_per_identity must be 0 (as images_per_identity) or >= 2 * cameras_per_identity max"),
             (self.n_distractors >= 0 and self.n_junk >= 0, "n_distractors and n_junk must be >= 0"),
             (self.height >= 32 and self.width >= 16,
              f"height must be >= 32 and width >= 16, got {self.height}x{self.width}"),
@@ -262,9 +265,11 @@ def _person_shots(person: Person, atlas: np.ndarray, cams: list[Camera], cfg: Wo
     plan = _rng(cfg.seed, S_PLAN, person.stream_key)
     lo, hi = cfg.cameras_per_identity
     chosen = sorted(plan.choice(cfg.n_cameras, int(plan.integers(lo, hi + 1)), replace=False).tolist())
+    n_images = cfg.images_per_identity
+    if person.split not in TRAIN_SPLITS and cfg.test_images_per_identity:
+        n_images = cfg.test_images_per_identity
     counts = np.full(len(chosen), 2)
-    counts += np.bincount(plan.integers(0, len(chosen), cfg.images_per_identity - counts.sum()),
-                          minlength=len(chosen))
+    counts += np.bincount(plan.integers(0, len(chosen), n_images - counts.sum()), minlength=len(chosen))
     shots = []
     for cam, count in zip(chosen, counts, strict=True):
         camera = cams[cam]
