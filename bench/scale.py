@@ -183,7 +183,8 @@ def cmd_msmt17(args: argparse.Namespace) -> None:
     root = root if root.is_absolute() else workdir / root
     crops = [(str(p if Path(p).is_absolute() else root / p), pid, cam, split)
              for p, pid, cam, split in zip(*(table[c].to_pylist() for c in ("path", "pid", "camid", "split")), strict=True)]
-    manifest = replicated_manifest(crops, MSMT17_COUNTS, workdir / "msmt17_size")
+    counts = {split: max(1, round(n * args.fraction)) for split, n in MSMT17_COUNTS.items()}
+    manifest = replicated_manifest(crops, counts, workdir / "msmt17_size")
     params = yaml.safe_load((workdir / "params.yaml").read_text())
     params["prepare"].update(dataset="custom", root=str(manifest))
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--workdir", type=Path, required=True, help="a new folder")
     msmt = sub.add_parser("msmt17", help="in a finished market workdir: the non-training stages at MSMT17's size")
     msmt.add_argument("--workdir", type=Path, required=True)
+    msmt.add_argument("--fraction", type=float, default=1.0, help="of MSMT17's counts (a smoke run: 0.002)")
     table = sub.add_parser("table", help="merge scale_<size>.json files, with growth exponents")
     table.add_argument("files", nargs="+")
     table.add_argument("--out", type=Path, default=Path("results/scale/scale.json"))
