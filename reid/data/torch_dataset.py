@@ -54,9 +54,10 @@ def cache_column(path: str | os.PathLike, column: str, image_ids: Sequence[str],
     wanted = pa.array(list(image_ids), pa.string())
     kept_ids, kept = [], []
     for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["image_id", column]):
-        mask = pc.is_in(batch.column("image_id").cast(pa.string()), value_set=wanted)
+        batch_ids = batch.column("image_id").cast(pa.string())
+        mask = pc.is_in(batch_ids, value_set=wanted)
         if pc.any(mask).as_py():
-            kept_ids.append(pc.filter(batch.column("image_id"), mask).cast(pa.string()))
+            kept_ids.append(pc.filter(batch_ids, mask))
             kept.append(pc.filter(batch.column(column), mask))
     ids = pa.concat_arrays(kept_ids) if kept_ids else pa.array([], pa.string())
     pos = pc.index_in(wanted, value_set=ids)

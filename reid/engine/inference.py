@@ -84,7 +84,7 @@ def embed_batch(model: nn.Module, batch: Batch, features: BatchFeatures = image_
 
 
 def embed(model: nn.Module, images: torch.Tensor, *, flip: bool = False) -> torch.Tensor:
-    """float32 [B, D] features of an inference module for uint8 images [B, 3, H, W] (as `eval_transform`
+    """float32 [B, D] features of an inference module for uint8 images [B, H, W, 3] (as `eval_transform`
     yields them); with `flip`, the mean of image and mirror."""
     return embed_batch(model, model_inputs({"image": images}), flip=flip)["feature"]
 

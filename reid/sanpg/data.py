@@ -30,7 +30,7 @@ def textures_tensor(atlases: np.ndarray) -> torch.Tensor:
 
 
 def images_tensor(images: Sequence[np.ndarray], transform: Callable[[np.ndarray], torch.Tensor]) -> torch.Tensor:
-    """uint8 [N, 3, H, W]: `transform` applied image by image, in order (augmentation draws in that order)."""
+    """uint8 [N, H, W, 3]: `transform` (a resize) applied image by image, in order."""
     return torch.stack([transform(image) for image in images])
 
 

@@ -19,7 +19,7 @@ L1_UNITS = "mean |x - y| over all atlas pixels and channels, textures in [-1, 1]
 @torch.no_grad()
 def predict_textures(model: nn.Module, images: torch.Tensor, device: torch.device,
                      batch_size: int = 64) -> Iterator[torch.Tensor]:
-    """Float textures [b, 3, 6T, 4T] in [-1, 1] (on CPU) for uint8 images [N, 3, H, W], batch by batch."""
+    """Float textures [b, 3, 6T, 4T] in [-1, 1] (on CPU) for uint8 images [N, H, W, 3], batch by batch."""
     model.eval().to(device)
     for i in range(0, len(images), batch_size):
         yield model(normalised_images(images[i:i + batch_size].to(device))).float().cpu()
