@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: env repro test lint bench study
+.PHONY: env repro test lint bench study mediapipe-env
 
 # The environment: a virtualenv with the package (editable) and its test/export extras.
 $(VENV)/.installed: pyproject.toml
@@ -34,3 +34,13 @@ bench: env
 SEEDS ?= 0 1 2
 study: env
 	$(PY) -m stages.study $(SEEDS)
+
+# mediapipe's body models (BlazePose, selfie segmentation) as an independent reference on real crops
+# (scripts/mediapipe_reference.py). Its own environment: mediapipe's wheel brings opencv-contrib, which
+# would shadow the project's OpenCV.
+MP_VENV ?= .venv-mediapipe
+mediapipe-env: $(MP_VENV)/.installed
+$(MP_VENV)/.installed:
+	test -x $(MP_VENV)/bin/python || python3 -m venv $(MP_VENV)
+	$(MP_VENV)/bin/python -m pip install -q 'mediapipe==0.10.14' pyarrow
+	touch $@

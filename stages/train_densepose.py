@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+from reid.densepose.agreement import read_reference
 from reid.densepose.lite import LiteEstimator, save_lite_model
 from reid.densepose.lite_train import (
     EXTRA_TRAIN_SPLITS,
@@ -22,6 +23,7 @@ from reid.densepose.lite_train import (
     load_pairs,
     train_lite,
     training_arrays,
+    weak_arrays,
 )
 from reid.device import default_device
 from reid.engine.artifacts import NetworkFolder, timing_record, train_record, write_records
@@ -39,8 +41,11 @@ def main(argv: list[str] | None = None) -> None:
     train_images, train_iuvs = load_pairs(train_crops, "read train")
     data = training_arrays(train_images, train_iuvs, config.arch())
     del train_images, train_iuvs
+    weak = None
+    if config.weak_reference is not None:
+        weak = weak_arrays(read_reference(config.weak_reference), config.weak_root, config.arch())
 
-    model, result = train_lite(config, data, network)
+    model, result = train_lite(config, data, network, weak)
     save_lite_model(model, config.arch(), network.root)
 
     test_crops = labelled_crops(args.world, HELD_OUT_SPLITS, config.max_eval_images)
@@ -50,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     metrics = evaluate_lite(estimator, test_images, test_iuvs)
     eval_seconds = time.perf_counter() - t0
     metrics.update(n_train_images=len(data["image"]), epochs=config.epochs)
+    if weak is not None:
+        metrics.update(n_weak_images=len(weak["image"]))
     write_json_atomic(args.metrics, metrics)
     write_records(network, train_record(result, images=len(data["image"])),
                   timing_record(result, eval_time_s=round(eval_seconds, 2)))

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from killutil import Killed, kill_on_call
 
 from reid.config import ConfigError, from_mapping
+from reid.densepose.agreement import Reference
 from reid.densepose.base import IUVResult
 from reid.densepose.lite import (
     LiteArch,
@@ -19,18 +20,26 @@ from reid.densepose.lite import (
     load_lite_estimator,
     parts_and_uv,
     save_lite_model,
+    to_input,
 )
 from reid.densepose.lite_train import (
+    LiteTask,
     TrainDensePoseConfig,
+    epoch_generator,
     evaluate_lite,
     labelled_crops,
     lite_loss,
     load_pairs,
+    random_backgrounds,
     random_box_jitter,
+    random_clutter,
+    random_low_resolution,
     random_recolor,
+    silhouette_loss,
     soft_targets,
     train_lite,
     training_arrays,
+    weak_arrays,
 )
 from reid.io import encode_raw, write_image
 from reid.parts import N_CLASSES, N_PARTS, decode_iuv, encode_iuv
@@ -217,9 +226,57 @@ def test_box_jitter_moves_crop_and_targets_together():
 
 def test_recolor_keeps_range_and_changes_colours():
     x = torch.rand(4, 3, 8, 4)
-    y = random_recolor(torch.Generator().manual_seed(0))(x)
+    y = random_recolor(x, torch.Generator().manual_seed(0))
     assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
     assert not torch.allclose(y, x)
+
+
+def test_clutter_is_textured_varied_and_in_range():
+    clutter = random_clutter(6, 32, 16, torch.Generator().manual_seed(0))
+    assert clutter.shape == (6, 3, 32, 16) and clutter.min() >= 0 and clutter.max() <= 1
+    assert (clutter.std((-2, -1)) > 0.01).all()  # not flat, unlike the synthetic world's backgrounds
+    assert clutter.mean((-2, -1)).std(0).min() > 0.05  # each sample its own colours
+    again = random_clutter(6, 32, 16, torch.Generator().manual_seed(0))
+    assert torch.equal(clutter, again)
+
+
+def test_backgrounds_replace_only_the_background_of_the_chosen_crops():
+    images, iuvs = fake_samples(8)
+    data = training_arrays(images, iuvs, TrainDensePoseConfig(**TINY).arch())
+    x = data["image"].permute(0, 3, 1, 2).float() / 255
+    body = (data["parts"] > 0)[:, None].expand_as(x)
+    all_swapped = random_backgrounds(x, data["parts"], 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(all_swapped[body], x[body])
+    assert (all_swapped != x)[~body].float().mean() > 0.9
+    assert torch.equal(random_backgrounds(x, data["parts"], 0.0, torch.Generator().manual_seed(0)), x)
+
+
+def test_low_resolution_blurs_the_chosen_crops_only():
+    x = torch.rand(4, 3, 32, 16)
+    assert torch.equal(random_low_resolution(x, 0.0, torch.Generator().manual_seed(0)), x)
+    y = random_low_resolution(x, 1.0, torch.Generator().manual_seed(0))
+    high = lambda t: (t[..., 1:, :] - t[..., :-1, :]).abs().mean()  # noqa: E731
+    assert y.shape == x.shape and high(y) < 0.7 * high(x)
+
+
+def test_domain_randomisation_off_draws_the_batches_of_before():
+    # Off (the default), the epoch's random stream is recolour then box jitter only: the default
+    # profile's lite DensePose, IUV and DSAP stay bit-identical.
+    images, iuvs = fake_samples(8)
+    config = tiny_config(box_jitter=0.1)
+    data = training_arrays(images, iuvs, config.arch())
+    task = LiteTask(build_model(config.arch()), data, config)
+    generator = epoch_generator(config.seed, 0)
+    first_four = torch.randperm(8, generator=generator)[:4]
+    batch = {k: t[first_four] for k, t in data.items()}
+    x = to_input(batch["image"], "cpu", lambda pixels: random_recolor(pixels, generator))
+    expected_x, targets = random_box_jitter(batch, x, 0.1, generator)
+    first = next(iter(task.batches(0)))
+    assert torch.equal(first["image"], expected_x) and torch.equal(first["parts"], targets["parts"])
+    randomised = LiteTask(build_model(config.arch()), data, tiny_config(box_jitter=0.1, background_p=1.0,
+                                                                        low_res_p=1.0))
+    again = next(iter(randomised.batches(0)))
+    assert not torch.equal(again["image"], first["image"])
 
 
 class _Oracle:
@@ -268,6 +325,8 @@ def test_config_errors_name_the_parameter():
         from_mapping(TrainDensePoseConfig, {"input_height": 100}, "train_densepose")
     with pytest.raises(ConfigError, match="train_densepose.*epochs"):
         from_mapping(TrainDensePoseConfig, {"epochs": 0}, "train_densepose")
+    with pytest.raises(ConfigError, match="train_densepose.*background_p"):
+        from_mapping(TrainDensePoseConfig, {"background_p": 1.5}, "train_densepose")
 
 
 STAGE_ARGS = ["--world", "world", "--out", "data/densepose", "--curves", "metrics/train/densepose",
@@ -303,3 +362,41 @@ def test_stage_after_a_kill_between_logging_and_checkpointing_logs_each_epoch_on
     assert record["epochs"] == 3 and record["steps"] == 3 * 2 and set(record["last_epoch_losses"]) == {"part", "uv"}
     assert {p.name for p in (tmp_path / "data/densepose").iterdir()} == {"model.pt", "model.json", "checkpoint",
                                                                         "timing.json"}
+
+
+def test_silhouette_loss_is_small_for_the_right_body_and_large_for_the_wrong_one():
+    mask = torch.zeros(2, 8, 4, dtype=torch.uint8)
+    mask[:, 2:6, 0:2] = 1  # whole cells of the heads' 2x coarser grid
+    body = F.max_pool2d(mask.float()[:, None], 2)[:, 0] > 0  # the heads' cells (labels at 2x)
+    logits = torch.zeros(2, N_CLASSES, 4, 2)
+    logits[:, 0] = torch.where(body, -8.0, 8.0)  # background likely outside the body, body (part 2) inside
+    logits[:, 2] = torch.where(body, 8.0, -8.0)
+    right = silhouette_loss(logits, mask)
+    wrong = silhouette_loss(-logits, mask)
+    assert right < 0.01 < 5 < wrong
+
+
+def test_weak_arrays_resize_crops_and_masks_and_name_a_mismatched_crop(tmp_path):
+    arch = TrainDensePoseConfig(**TINY).arch()
+    mask = np.zeros((48, 24), bool)
+    mask[10:40, 6:18] = True
+    write_image(tmp_path / "a.jpg", np.full((48, 24, 3), 90, np.uint8))
+    weak = weak_arrays([Reference("a.jpg", mask, np.full((33, 3), np.nan))], tmp_path, arch)
+    assert weak["image"].shape == (1, 32, 16, 3) and weak["image"].dtype == torch.uint8
+    assert weak["mask"].shape == (1, 32, 16) and set(weak["mask"].unique().tolist()) == {0, 1}
+    with pytest.raises(ValueError, match="a.jpg.*mask"):
+        weak_arrays([Reference("a.jpg", mask[:40], np.full((33, 3), np.nan))], tmp_path, arch)
+
+
+def test_weak_crops_join_each_batch_and_add_a_silhouette_term():
+    images, iuvs = fake_samples(8)
+    config = tiny_config(weak_reference="ref.parquet", weak_root=".", weak_batch_size=3)
+    data = training_arrays(images, iuvs, config.arch())
+    weak = {"image": data["image"][:5], "mask": (data["parts"][:5] > 0).to(torch.uint8)}
+    task = LiteTask(build_model(config.arch()), data, config, weak)
+    batch = next(iter(task.batches(0)))
+    assert batch["weak_image"].shape == (3, 3, 32, 16) and batch["weak_mask"].shape == (3, 32, 16)
+    terms = task.loss_terms(task.model, batch)
+    assert set(terms) == {"part", "uv", "silhouette"} and terms["silhouette"] > 0
+    with pytest.raises(ValueError, match="weak_reference and weak_root"):
+        tiny_config(weak_reference="ref.parquet").validate()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from reid.data.datasets import DENSEPOSE_FOLDER, parse_market_name
+from reid.densepose.agreement import Reference
 from reid.densepose.base import read_iuv_png
 from reid.densepose.lite import (
     OUTPUT_STRIDE,
@@ -70,6 +71,19 @@ class TrainDensePoseConfig:
     uv_weight: float = 1.0  # L1 on U/V vs cross-entropy on parts
     recolor: bool = True  # colour augmentation (channel shuffle, gains, offset): against texture memorisation
     box_jitter: float = 0.1  # random scale 1 +- j and shift +- j (of the half size) of crop and targets; 0: off
+    # Domain randomisation against the synthetic world's flat, sharp look (issue 24; 0: off, the stream
+    # of draws is then that of before): the share of crops whose background becomes random clutter,
+    # and of crops seen at a random lower resolution.
+    background_p: float = 0.0
+    low_res_p: float = 0.0
+    # Weak supervision on real crops (issue 24): a body reference of real *training* crops
+    # (scripts/mediapipe_reference.py; paths relative to weak_root). Each step adds weak_batch_size of
+    # them, their person masks supervising body vs background (weight weak_weight); part labels still
+    # come from the synthetic renders alone. null: off.
+    weak_reference: str | None = None
+    weak_root: str | None = None
+    weak_batch_size: int = 8
+    weak_weight: float = 1.0
     width: int = LiteArch.width  # the architecture's defaults live in LiteArch
     input_height: int = LiteArch.input_height
     input_width: int = LiteArch.input_width
@@ -81,16 +95,23 @@ class TrainDensePoseConfig:
     eval_batch_size: int = 64
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size", "width", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "width", "eval_batch_size", "weak_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("num_threads", "max_train_images", "max_eval_images"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("background_p", "low_res_p"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.box_jitter < 0.5:
             raise ValueError(f"box_jitter must lie in [0, 0.5), got {self.box_jitter}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if (self.weak_reference is None) != (self.weak_root is None):
+            raise ValueError("weak_reference and weak_root go together: set both or neither")
+        if self.weak_weight <= 0:
+            raise ValueError(f"weak_weight must be > 0, got {self.weak_weight}")
         self.arch().validate()
         check_device_settings(self.device)
 
@@ -153,6 +174,22 @@ def training_arrays(images: Sequence[np.ndarray], iuvs: Sequence[np.ndarray], ar
             "u": torch.from_numpy(u), "v": torch.from_numpy(v)}
 
 
+def weak_arrays(references: Sequence[Reference], root: str | Path, arch: LiteArch) -> dict[str, torch.Tensor]:
+    """Real crops at the input size (uint8 [N,H,W,3]) and their reference person masks at the labels' size
+    (uint8 [N, h, w], 0 / 1; nearest), from a body reference (reid.densepose.agreement.read_reference)."""
+    if not references:
+        raise ValueError("the weak reference holds no crops")
+    images = [read_image(Path(root) / ref.path) for ref in tqdm(references, desc="read weak", unit="img")]
+    for ref, image in zip(references, images, strict=True):
+        if ref.mask.shape != image.shape[:2]:
+            raise ValueError(f"{Path(root) / ref.path}: its reference mask is {ref.mask.shape}, the crop {image.shape[:2]}")
+    scale = LABEL_SUPERSAMPLE / OUTPUT_STRIDE
+    size = (round(arch.input_width * scale), round(arch.input_height * scale))
+    masks = np.stack([cv2.resize(ref.mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) for ref in references])
+    return {"image": torch.from_numpy(resize_crops(images, arch.input_height, arch.input_width)),
+            "mask": torch.from_numpy(masks)}
+
+
 # --- loss ---
 
 def soft_targets(parts: torch.Tensor, u: torch.Tensor, v: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,6 +241,18 @@ def lite_loss(logits: torch.Tensor, uv: torch.Tensor, parts: torch.Tensor, u: to
     return part_loss + uv_weight * uv_loss, part_loss, uv_loss
 
 
+def silhouette_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the background probability against a person mask ([B,H,W], an integer
+    multiple of the heads' size, pooled into each cell's body share): body vs background only, as the
+    decision `parts_and_uv` makes at inference (body where it is likelier than background)."""
+    (h, w), (fh, fw) = logits.shape[-2:], mask.shape[-2:]
+    share = F.avg_pool2d(mask.float()[:, None], (fh // h, fw // w))[:, 0]
+    total = logits.logsumexp(1)
+    background = logits[:, 0] - total  # log p(background)
+    body = logits[:, 1:].logsumexp(1) - total  # log p(any part)
+    return -((1 - share) * background + share * body).mean()
+
+
 # --- training (on the one loop, reid.engine.loop) ---
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -215,19 +264,79 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
-def random_recolor(generator: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+def random_recolor(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Colour augmentation of a [0, 1] batch [B, 3, H, W]: per-sample channel shuffle, gains, offset.
 
     Labels do not depend on colour, and a few hundred training textures are easy to memorise.
     """
-    def recolor(x: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        perm = torch.rand(b, 3, generator=generator).argsort(1).to(x.device)
-        gain = (0.6 + 0.8 * torch.rand(b, 3, 1, 1, generator=generator)).to(x.device)
-        offset = (0.2 * torch.rand(b, 1, 1, 1, generator=generator) - 0.1).to(x.device)
-        x = x.gather(1, perm[:, :, None, None].expand_as(x))
-        return (x * gain + offset).clamp(0.0, 1.0)
-    return recolor
+    b = x.shape[0]
+    perm = torch.rand(b, 3, generator=generator).argsort(1).to(x.device)
+    gain = (0.6 + 0.8 * torch.rand(b, 3, 1, 1, generator=generator)).to(x.device)
+    offset = (0.2 * torch.rand(b, 1, 1, 1, generator=generator) - 0.1).to(x.device)
+    x = x.gather(1, perm[:, :, None, None].expand_as(x))
+    return (x * gain + offset).clamp(0.0, 1.0)
+
+
+def muted_colours(n: int, generator: torch.Generator) -> torch.Tensor:
+    """[n, 3, 1, 1] colours: a grey level in [0.15, 0.85] with a tint of up to +-0.1 a channel (street scenes
+    are mostly grey; saturated clutter would teach that colour means background)."""
+    grey = 0.15 + 0.7 * torch.rand(n, 1, 1, 1, generator=generator)
+    return grey + 0.2 * (torch.rand(n, 3, 1, 1, generator=generator) - 0.5)
+
+
+def random_clutter(n: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+    """n random backgrounds [n, 3, H, W] in [0, 1]: muted 1/f^a noise (natural images' spectrum, a random
+    slope a in [0.5, 2]: from gravel to cloud) under a few tinted rectangles (walls, doors, railings).
+
+    The synthetic world's backgrounds are flat rectangles and its people textured; on real crops the
+    lite DensePose then labels texture as body. Clutter behind the rendered body breaks that shortcut.
+    """
+    fy = torch.fft.fftfreq(height)[:, None]
+    fx = torch.fft.rfftfreq(width)[None, :]
+    freq = (fx**2 + fy**2).sqrt().clamp(min=1.0 / max(height, width))
+    slope = 0.5 + 1.5 * torch.rand(n, 1, 1, 1, generator=generator)
+    spectrum = torch.complex(torch.randn(n, 4, *freq.shape, generator=generator),
+                             torch.randn(n, 4, *freq.shape, generator=generator)) * freq.pow(-slope)
+    fields = torch.fft.irfftn(spectrum, s=(height, width), dim=(-2, -1))
+    fields = (fields - fields.mean((-2, -1), keepdim=True)) / fields.std((-2, -1), keepdim=True).clamp(min=1e-6)
+    noise = fields[:, :1] + 0.15 * fields[:, 1:]  # mostly one grey field, a little colour per channel
+    base = muted_colours(n, generator)
+    contrast = 0.05 + 0.2 * torch.rand(n, 1, 1, 1, generator=generator)
+    out = base + contrast * noise
+    rows = torch.arange(height)[:, None]
+    cols = torch.arange(width)[None, :]
+    for _ in range(3):
+        y0, x0 = torch.rand(2, n, 1, 1, generator=generator) * torch.tensor([height, width])[:, None, None, None]
+        hh, ww = torch.rand(2, n, 1, 1, generator=generator) * torch.tensor([height, width])[:, None, None, None] / 2
+        inside = ((rows >= y0) & (rows < y0 + hh) & (cols >= x0) & (cols < x0 + ww))[:, None]
+        tint = muted_colours(n, generator)
+        out = torch.where(inside, tint + 0.5 * contrast * noise, out)
+    return out.clamp(0.0, 1.0)
+
+
+def random_backgrounds(x: torch.Tensor, parts: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """x [B,3,H,W] with the background (part 0 of `parts`, any integer multiple of x's size) of a random
+    share p of the samples replaced by `random_clutter`."""
+    b, _, h, w = x.shape
+    chosen = torch.rand(b, generator=generator) < p
+    clutter = random_clutter(b, h, w, generator).to(x.device)
+    body = F.interpolate((parts > 0).float()[:, None], size=(h, w), mode="nearest").bool()
+    keep = body | ~chosen.to(x.device)[:, None, None, None]
+    return torch.where(keep, x, clutter)
+
+
+def random_low_resolution(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """x [B,3,H,W] with a random share p of the samples down-sampled by 1.5-3x (area) and back (bilinear):
+    real crops are often upscaled from fewer pixels than their size."""
+    b, _, h, w = x.shape
+    chosen = torch.rand(b, generator=generator) < p
+    factor = 1.5 + 1.5 * torch.rand(b, generator=generator)
+    out = x.clone()
+    for i in chosen.nonzero().flatten().tolist():
+        size = (max(1, round(h / factor[i].item())), max(1, round(w / factor[i].item())))
+        small = F.interpolate(x[i:i + 1], size=size, mode="area")
+        out[i:i + 1] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    return out
 
 
 def random_box_jitter(batch: dict[str, torch.Tensor], x: torch.Tensor, jitter: float,
@@ -267,11 +376,13 @@ RUN_KEY_EXEMPT = ("device", "num_threads", "eval_batch_size", "max_eval_images")
 
 
 class LiteTask:
-    """The lite DensePose for `reid.engine.loop.fit`: shuffled, recoloured, box-jittered batches of
-    `data` (from training_arrays), part cross-entropy + U/V L1, AdamW with per-step warm-up + cosine."""
+    """The lite DensePose for `reid.engine.loop.fit`: shuffled, recoloured (then, when on, cluttered and
+    low-resolution), box-jittered batches of `data` (from training_arrays), part cross-entropy + U/V L1,
+    AdamW with per-step warm-up + cosine."""
 
-    def __init__(self, model: LiteDensePose, data: dict[str, torch.Tensor], config: TrainDensePoseConfig) -> None:
-        self.model, self.data, self.config = model, data, config
+    def __init__(self, model: LiteDensePose, data: dict[str, torch.Tensor], config: TrainDensePoseConfig,
+                 weak: dict[str, torch.Tensor] | None = None) -> None:
+        self.model, self.data, self.config, self.weak = model, data, config, weak
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         n = len(data["image"])
         self.steps_per_epoch = math.ceil(n / config.batch_size)
@@ -281,28 +392,59 @@ class LiteTask:
     def batches(self, epoch: int) -> MappedBatches:
         generator = epoch_generator(self.config.seed, epoch)
         order = torch.randperm(len(self.data["image"]), generator=generator)
-        recolor = random_recolor(generator) if self.config.recolor else None
         size = self.config.batch_size
 
         def make(i: int) -> dict[str, torch.Tensor]:  # drawn in batch order: the generator's stream is fixed
             batch = {k: t[order[i * size:(i + 1) * size]] for k, t in self.data.items()}
-            x = to_input(batch["image"], "cpu", recolor)
+            x = to_input(batch["image"], "cpu", lambda pixels: self.pixel_augment(pixels, batch["parts"], generator))
             if self.config.box_jitter > 0:
                 x, targets = random_box_jitter(batch, x, self.config.box_jitter, generator)
                 batch.update(targets)
+            if self.weak is not None:  # drawn after the synthetic batch: off, the stream is that of before
+                batch.update(self.weak_batch(generator))
             return {**batch, "image": x}
 
         return MappedBatches(range(self.steps_per_epoch), make)
 
+    def pixel_augment(self, x: torch.Tensor, parts: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The [0, 1] batch recoloured, then cluttered and at a lower resolution where the config says so."""
+        if self.config.recolor:
+            x = random_recolor(x, generator)
+        if self.config.background_p > 0:
+            x = random_backgrounds(x, parts, self.config.background_p, generator)
+        if self.config.low_res_p > 0:
+            x = random_low_resolution(x, self.config.low_res_p, generator)
+        return x
+
+    def weak_batch(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """weak_batch_size random real crops (recoloured like the renders, mirrored at random) and their masks."""
+        pick = torch.randint(len(self.weak["image"]), (self.config.weak_batch_size,), generator=generator)
+        mirror = torch.rand(len(pick), generator=generator) < 0.5  # a mask, unlike U/V, mirrors exactly
+        images, masks = self.weak["image"][pick].clone(), self.weak["mask"][pick].clone()
+        images[mirror], masks[mirror] = images[mirror].flip(2), masks[mirror].flip(2)
+        recolor = (lambda pixels: random_recolor(pixels, generator)) if self.config.recolor else None
+        return {"weak_image": to_input(images, "cpu", recolor), "weak_mask": masks}
+
     def loss_terms(self, net: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        logits, uv = net(batch["image"])
-        _, part_loss, uv_loss = lite_loss(logits, uv, batch["parts"], batch["u"], batch["v"], self.config.uv_weight)
-        return {"part": part_loss, "uv": self.config.uv_weight * uv_loss}
+        # Real crops go through the same forward pass as the renders: batch norm then normalises every
+        # step over both domains (a second pass alternated its statistics between them, and the part
+        # labels on the renders collapsed: held-out part mIoU 0.66 -> 0.21).
+        n = len(batch["image"])
+        images = torch.cat([batch["image"], batch["weak_image"]]) if "weak_image" in batch else batch["image"]
+        logits, uv = net(images)
+        _, part_loss, uv_loss = lite_loss(logits[:n], uv[:n], batch["parts"], batch["u"], batch["v"],
+                                          self.config.uv_weight)
+        terms = {"part": part_loss, "uv": self.config.uv_weight * uv_loss}
+        if "weak_image" in batch:
+            terms["silhouette"] = self.config.weak_weight * silhouette_loss(logits[n:], batch["weak_mask"])
+        return terms
 
 
 def train_lite(config: TrainDensePoseConfig, data: dict[str, torch.Tensor],
-               folder: NetworkFolder | None = None) -> tuple[LiteDensePose, TrainResult]:
-    """Train on `data` (from training_arrays); returns (model in eval mode, the run's TrainResult).
+               folder: NetworkFolder | None = None,
+               weak: dict[str, torch.Tensor] | None = None) -> tuple[LiteDensePose, TrainResult]:
+    """Train on `data` (from training_arrays) and, when given, the real crops and masks `weak` (from
+    weak_arrays); returns (model in eval mode, the run's TrainResult).
 
     With `folder`, resumes from ``folder.checkpoint`` when it matches the config and data, rewrites it
     every epoch, and logs the curves to ``folder.curves``.
@@ -313,8 +455,9 @@ def train_lite(config: TrainDensePoseConfig, data: dict[str, torch.Tensor],
     model = build_model(config.arch())
     fit_cfg = FitConfig(epochs=config.epochs, seed=config.seed, device=config.device, schedule="step",
                         desc="lite densepose epoch")
-    key = run_key(config, exempt=RUN_KEY_EXEMPT, data=data_digest(data))
-    result = fit(LiteTask(model, data, config), fit_cfg, key=key,
+    digest = data_digest(data) + (f"|weak={data_digest(weak)}" if weak is not None else "")
+    key = run_key(config, exempt=RUN_KEY_EXEMPT, data=digest)
+    result = fit(LiteTask(model, data, config, weak), fit_cfg, key=key,
                  checkpoint_dir=folder.checkpoint if folder else None, live_dir=folder.curves if folder else None)
     return model.eval(), result
 
