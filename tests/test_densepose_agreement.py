@@ -94,6 +94,10 @@ def test_summary_averages_crops_and_pools_keypoints():
     assert summary["body_share"] == pytest.approx(0.5 * (parts > 0).mean())
     assert summary["pose_found"] == 0.5
     assert (summary["n_keypoints"], summary["keypoint_on_body"], summary["keypoint_part_agreement"]) == (2, 1.0, 0.5)
+    off_body = BodyAgreement(radius=0)
+    off_body.update(parts, parts > 0, pose(hip=(4, 8, 1.0), nose=(4, 4, 1.0), knee=(0, 12, 1.0)))
+    assert off_body.summary()["keypoint_part_agreement"] == pytest.approx(1 / 3)
+    assert off_body.summary()["keypoint_part_agreement_on_body"] == pytest.approx(1 / 2)  # the knee is off the body
     with pytest.raises(ValueError, match="no crops"):
         BodyAgreement().summary()
 

@@ -5,8 +5,8 @@ The reference (mediapipe's person mask and BlazePose's 33 keypoints, written by
 model, so it measures the lite DensePose on real people where nothing else can:
 - **mask IoU**: the estimator's body (part > 0) against the reference person mask;
 - **keypoint on-body rate**: the share of visible keypoints that fall on a predicted body pixel;
-- **keypoint part agreement**: the share of visible keypoints whose predicted part belongs to one of
-  the body groups the keypoint can lie on (a knee on an upper or lower leg, a wrist on a lower arm or
+- **keypoint part agreement**: the share of visible keypoints (and of those on a body pixel) whose
+  predicted part belongs to one of the body groups the keypoint can lie on (a knee on an upper or lower leg, a wrist on a lower arm or
   hand...). Groups are side-agnostic (reid.parts.PART_GROUPS): left/right and front/back confusions
   are not counted, a hand labelled torso is.
 A keypoint counts as on a part when any pixel within `radius` of it carries the part: keypoints sit on
@@ -137,6 +137,8 @@ class BodyAgreement:
             "n_keypoints": self.visible,
             "keypoint_on_body": self.on_body / self.visible if self.visible else float("nan"),
             "keypoint_part_agreement": self.agree / self.visible if self.visible else float("nan"),
+            # among keypoints on a body pixel: how right the parts are where the estimator claims a body
+            "keypoint_part_agreement_on_body": self.agree / self.on_body if self.on_body else float("nan"),
         }
 
 
