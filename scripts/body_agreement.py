@@ -17,10 +17,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from reid.densepose.agreement import BodyAgreement, read_reference
+from reid.densepose.agreement import BodyAgreement, read_reference, reference_crop
 from reid.densepose.lite import load_lite_estimator
 from reid.densepose.oracle import OracleEstimator
-from reid.io import read_image, write_json_atomic
+from reid.io import write_json_atomic
 from reid.parts import decode_iuv
 
 BATCH = 256
@@ -36,17 +36,17 @@ def main() -> None:
     args = parser.parse_args()
 
     references = read_reference(args.reference)
-    estimator = OracleEstimator() if args.densepose == "oracle" else load_lite_estimator(args.densepose)
-    estimator.progress = False  # one bar, over the reference's batches
+    if args.densepose == "oracle":
+        estimator = OracleEstimator()
+    else:
+        estimator = load_lite_estimator(args.densepose)
+        estimator.progress = False  # one bar, over the reference's batches
     agreement = BodyAgreement()
     for start in tqdm(range(0, len(references), BATCH), desc="body agreement", unit="batch"):
         chunk = references[start:start + BATCH]
+        images = [reference_crop(ref, args.root) for ref in chunk]
         paths = [args.root / ref.path for ref in chunk]
-        images = [read_image(path) for path in paths]
-        for ref, image, result in zip(chunk, images, estimator.predict(images, paths), strict=True):
-            if ref.mask.shape != image.shape[:2]:
-                raise ValueError(f"{args.reference}: the mask of {ref.path} is {ref.mask.shape}, "
-                                 f"its crop {image.shape[:2]}")
+        for ref, result in zip(chunk, estimator.predict(images, paths), strict=True):
             parts, _, _ = decode_iuv(result.iuv)
             agreement.update(parts, ref.mask, ref.landmarks)
     summary = agreement.summary()

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from reid.io import decode_raw
+from reid.io import decode_raw, read_image
 from reid.parts import GROUP_NAMES, N_CLASSES, PART_GROUPS
 
 N_LANDMARKS = 33
@@ -149,6 +149,15 @@ class Reference:
     path: str
     mask: np.ndarray
     landmarks: np.ndarray
+
+
+def reference_crop(ref: Reference, root: str | Path) -> np.ndarray:
+    """The RGB crop `ref` describes (its path relative to `root`), checked against the size of its mask."""
+    path = Path(root) / ref.path
+    image = read_image(path)
+    if ref.mask.shape != image.shape[:2]:
+        raise ValueError(f"{path}: its reference mask is {ref.mask.shape}, the crop {image.shape[:2]}")
+    return image
 
 
 def read_reference(path: str | Path) -> list[Reference]:

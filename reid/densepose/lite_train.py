@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from reid.data.datasets import DENSEPOSE_FOLDER, parse_market_name
-from reid.densepose.agreement import Reference
+from reid.densepose.agreement import Reference, reference_crop
 from reid.densepose.base import read_iuv_png
 from reid.densepose.lite import (
     OUTPUT_STRIDE,
@@ -157,18 +157,21 @@ def load_pairs(pairs: Sequence[tuple[Path, Path]], desc: str) -> tuple[list[np.n
 LABEL_SUPERSAMPLE = 2  # label samples per head cell and axis, pooled into each batch's soft targets
 
 
+def label_size(arch: LiteArch) -> tuple[int, int]:
+    """(width, height), as cv2 takes it, of the training labels: LABEL_SUPERSAMPLE x the heads' size."""
+    scale = LABEL_SUPERSAMPLE / OUTPUT_STRIDE
+    return round(arch.input_width * scale), round(arch.input_height * scale)
+
+
 def training_arrays(images: Sequence[np.ndarray], iuvs: Sequence[np.ndarray], arch: LiteArch) -> dict[str, torch.Tensor]:
     """Crops at the input size (uint8 [N,H,W,3]) and IUV labels at LABEL_SUPERSAMPLE x the heads' size
     (parts uint8, u/v float): 128 x 64 for a 128 x 64 input, a synthetic crop's own size.
 
     The loss pools the labels into soft targets at the heads' size (``soft_targets``).
     """
-    h, w = arch.input_height, arch.input_width
-    x = resize_crops(images, h, w)  # exactly as at inference
+    x = resize_crops(images, arch.input_height, arch.input_width)  # exactly as at inference
     # Nearest keeps labels exact and U/V consistent with their label.
-    scale = LABEL_SUPERSAMPLE / OUTPUT_STRIDE
-    size = (round(w * scale), round(h * scale))
-    t = np.stack([cv2.resize(iuv, size, interpolation=cv2.INTER_NEAREST) for iuv in iuvs])
+    t = np.stack([cv2.resize(iuv, label_size(arch), interpolation=cv2.INTER_NEAREST) for iuv in iuvs])
     parts, u, v = decode_iuv(t)
     return {"image": torch.from_numpy(x), "parts": torch.from_numpy(parts.astype(np.uint8)),
             "u": torch.from_numpy(u), "v": torch.from_numpy(v)}
@@ -179,12 +182,8 @@ def weak_arrays(references: Sequence[Reference], root: str | Path, arch: LiteArc
     (uint8 [N, h, w], 0 / 1; nearest), from a body reference (reid.densepose.agreement.read_reference)."""
     if not references:
         raise ValueError("the weak reference holds no crops")
-    images = [read_image(Path(root) / ref.path) for ref in tqdm(references, desc="read weak", unit="img")]
-    for ref, image in zip(references, images, strict=True):
-        if ref.mask.shape != image.shape[:2]:
-            raise ValueError(f"{Path(root) / ref.path}: its reference mask is {ref.mask.shape}, the crop {image.shape[:2]}")
-    scale = LABEL_SUPERSAMPLE / OUTPUT_STRIDE
-    size = (round(arch.input_width * scale), round(arch.input_height * scale))
+    images = [reference_crop(ref, root) for ref in tqdm(references, desc="read weak", unit="img")]
+    size = label_size(arch)
     masks = np.stack([cv2.resize(ref.mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) for ref in references])
     return {"image": torch.from_numpy(resize_crops(images, arch.input_height, arch.input_width)),
             "mask": torch.from_numpy(masks)}
@@ -305,9 +304,10 @@ def random_clutter(n: int, height: int, width: int, generator: torch.Generator) 
     out = base + contrast * noise
     rows = torch.arange(height)[:, None]
     cols = torch.arange(width)[None, :]
+    extent = torch.tensor([height, width]).view(2, 1, 1, 1)
     for _ in range(3):
-        y0, x0 = torch.rand(2, n, 1, 1, generator=generator) * torch.tensor([height, width])[:, None, None, None]
-        hh, ww = torch.rand(2, n, 1, 1, generator=generator) * torch.tensor([height, width])[:, None, None, None] / 2
+        y0, x0 = torch.rand(2, n, 1, 1, generator=generator) * extent
+        hh, ww = torch.rand(2, n, 1, 1, generator=generator) * extent / 2
         inside = ((rows >= y0) & (rows < y0 + hh) & (cols >= x0) & (cols < x0 + ww))[:, None]
         tint = muted_colours(n, generator)
         out = torch.where(inside, tint + 0.5 * contrast * noise, out)
