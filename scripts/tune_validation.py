@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--pool", default=None, help="train on this pretraining pool instead of the fit identities")
     parser.add_argument("--epochs", type=int, default=8, help="0: score the starting network (e.g. --trunk) as it is")
     parser.add_argument("--lr", type=float, default=8e-4)
+    parser.add_argument("--head-lr-mult", type=float, default=1.0, help="train.head_lr_mult")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--step", type=int, default=6)
     parser.add_argument("--p", type=int, default=8)
@@ -122,7 +123,7 @@ def main() -> None:
     if args.epochs > 0:
         shutil.rmtree(args.out, ignore_errors=True)
         result = train(model, dataset, TrainConfig(epochs=args.epochs, p=args.p, k=args.k, lr=args.lr,
-                                                   warmup_epochs=args.warmup, warmup_factor=0.1, step_epochs=args.step,
+                                                   head_lr_mult=args.head_lr_mult, warmup_epochs=args.warmup, warmup_factor=0.1, step_epochs=args.step,
                                                    gamma=0.1, height=size[0], width=size[1], amp=args.amp,
                                                    erasing_p=args.erasing, max_batches_per_epoch=args.max_batches,
                                                    seed=args.seed), args.out)

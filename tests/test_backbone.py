@@ -8,6 +8,7 @@ from reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from reid.modeling.backbone import (
     STAGE_CHANNELS,
     EfficientNetTrunk,
+    backbone_parameters,
     build_trunk,
     efficientnet_classifier,
     imagenet_efficientnet_path,
@@ -100,6 +101,24 @@ def test_mf_stream_global_branch_is_the_pretrained_tail():
     assert (mf.trunk.out_channels, mf.global_dim, mf.local_dim) == (112, 1280, 160)
     assert torch.equal(mf.head.global_branch[0][0].conv_pw.weight, full.layers[3][0][0].conv_pw.weight)
     assert len(mf.trunk.layers) == 3
+
+
+def test_backbone_parameters_are_the_trunks_own_layers_wherever_they_sit():
+    """The trunk and the tail the two-branch head took over from it are the backbone; the BNNeck, the
+    classifiers, the local branches and the DSAG-Stream are not."""
+    n_trunk = sum(p.numel() for p in EfficientNetTrunk(None).parameters())
+    models = {name: build_model(name, 5, ModelConfig(backbone="efficientnet_lite0", pretrained=None,
+                                                     bnneck=name == "baseline", width_mult=0.125),
+                                dsap_size=8 if name == "dsa" else None)
+              for name in ("baseline", "baseline2b", "dsa")}
+    backbone = {name: {id(p) for p in backbone_parameters(m)} for name, m in models.items()}
+    for name, model in models.items():
+        assert sum(p.numel() for p in model.parameters() if id(p) in backbone[name]) == n_trunk, name
+    assert not any(id(p) in backbone["baseline"] for p in models["baseline"].classifier.parameters())
+    assert not any(id(p) in backbone["baseline"] for p in models["baseline"].encoder.neck.parameters())
+    head = models["dsa"].mf.head
+    assert id(head.global_branch[0][0].conv_pw.weight) in backbone["dsa"]
+    assert not any(id(p) in backbone["dsa"] for p in head.local_branches.parameters())
 
 
 @pytest.mark.parametrize("name", ["baseline", "baseline2b", "dsa", "san", "dsa_san"])

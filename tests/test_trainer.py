@@ -112,6 +112,27 @@ def test_lr_schedule_follows_the_paper() -> None:
     assert opt.param_groups[0]["weight_decay"] == 5e-4 and isinstance(opt, torch.optim.Adam)
 
 
+def test_head_lr_mult_gives_the_heads_their_own_scheduled_lr() -> None:
+    """Two groups: the backbone at lr, the rest at lr x head_lr_mult, both following the schedule; at 1
+    one group, as before."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    cfg = TrainConfig(lr=1e-3, warmup_epochs=1, warmup_factor=0.1, step_epochs=2, gamma=0.1)
+    assert len(build_optimizer(model, cfg).param_groups) == 1
+    opt = build_optimizer(model, cfg, head_lr_mult=10, backbone=model[0].parameters())
+    sched = build_scheduler(opt, cfg)
+    trunk, head = opt.param_groups
+    assert {id(p) for p in trunk["params"]} == {id(p) for p in model[0].parameters()}
+    assert len(head["params"]) == 2  # the linear layer's weight and bias
+    lrs = []
+    for _ in range(3):
+        lrs.append((trunk["lr"], head["lr"]))
+        opt.step()
+        sched.step()
+    assert lrs == [pytest.approx((1e-4, 1e-3)), pytest.approx((1e-3, 1e-2)), pytest.approx((1e-4, 1e-3))]
+    with pytest.raises(ConfigError, match="train: head_lr_mult must lie in"):
+        from_mapping(TrainConfig, {"head_lr_mult": 0}, "train")
+
+
 def test_config_rejects_bad_values() -> None:
     with pytest.raises(ConfigError, match="train: p must be >= 2"):
         from_mapping(TrainConfig, {"p": 0}, "train")

@@ -4,6 +4,7 @@ the reID models, the pretraining, SAN-PG); per-step warm-up + cosine (the lite D
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Protocol
 
 import torch
@@ -31,10 +32,19 @@ def check_optim_settings(cfg: OptimSettings) -> None:
         raise ValueError(f"warmup_epochs must be >= 0 and step_epochs >= 1, got {cfg.warmup_epochs}, {cfg.step_epochs}")
 
 
-def build_optimizer(model: nn.Module, cfg: OptimSettings) -> torch.optim.Adam:
-    """Adam over all trainable parameters, one group (the paper applies decay everywhere)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad)
+def build_optimizer(model: nn.Module, cfg: OptimSettings, head_lr_mult: float = 1.0,
+                    backbone: Iterable[nn.Parameter] = ()) -> torch.optim.Adam:
+    """Adam over all trainable parameters (the paper applies decay everywhere): one group, or with
+    `head_lr_mult` != 1 two, the `backbone` parameters at lr and everything else (necks, classifiers,
+    added branches, decoders) at lr x head_lr_mult. The schedule scales both groups alike."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if head_lr_mult == 1.0:
+        return torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad)
+    backbone = {id(p) for p in backbone}
+    groups = [{"params": [p for p in trainable if id(p) in backbone], "lr": cfg.lr},
+              {"params": [p for p in trainable if id(p) not in backbone], "lr": cfg.lr * head_lr_mult}]
+    return torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            amsgrad=cfg.amsgrad)
 
 
 def lr_factor(epoch: int, cfg: OptimSettings) -> float:

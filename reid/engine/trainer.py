@@ -27,6 +27,7 @@ from reid.engine import distributed
 from reid.engine.artifacts import epoch_losses, timing_record, train_record
 from reid.engine.loop import Batch, FitConfig, TrainResult, fit, run_key
 from reid.engine.optim import build_optimizer, build_scheduler, check_optim_settings
+from reid.modeling.backbone import backbone_parameters
 
 
 @dataclass
@@ -37,6 +38,9 @@ class TrainConfig:
     p: int = 16  # identities per batch (per rank under DDP)
     k: int = 4  # images per identity
     lr: float = 8e-4
+    # lr x this for what the backbone does not own (necks, classifiers, added branches, decoders): a
+    # pretrained trunk fine-tuned gently while its new heads learn fast (reid.engine.optim.build_optimizer)
+    head_lr_mult: float = 1.0
     weight_decay: float = 5e-4
     amsgrad: bool = False  # SAN's official optimiser is AMSGrad
     warmup_epochs: int = 20
@@ -65,6 +69,8 @@ class TrainConfig:
             raise ValueError(f"p must be >= 2 (batch-hard triplet needs >= 2 identities per batch), got {self.p}")
         if self.k < 2:
             raise ValueError(f"k must be >= 2 (batch-hard triplet needs >= 2 images per identity), got {self.k}")
+        if not 0 < self.head_lr_mult <= 1000:
+            raise ValueError(f"head_lr_mult must lie in (0, 1000], got {self.head_lr_mult}")
         for name in ("warmup_epochs", "num_workers", "max_batches_per_epoch", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -112,7 +118,7 @@ class ReidTask:
 
     def __init__(self, model: nn.Module, dataset: LabelledDataset, cfg: TrainConfig) -> None:
         self.model, self.dataset, self.cfg = model, dataset, cfg
-        self.optimizer = build_optimizer(model, cfg)
+        self.optimizer = build_optimizer(model, cfg, cfg.head_lr_mult, backbone_parameters(model))
         self.scheduler = build_scheduler(self.optimizer, cfg)
         self.sampler: PKSampler | None = None
         self.loader: DataLoader | None = None

@@ -140,6 +140,7 @@ class StagedTrunk(nn.Module):
         last = self.layers[-1]
         self.layers = self.layers[:-1]
         self.out_channels = STAGE_CHANNELS[self.backbone][len(self.layers) - 1]
+        last.from_backbone = True  # still the backbone's own layer (backbone_parameters)
         return last
 
 
@@ -267,6 +268,17 @@ def _renamed_state(trunk: nn.Module, names: dict[str, str]) -> dict[str, Tensor]
         prefix = next(p for p in prefixes if key.startswith(p))
         state[names[prefix] + key[len(prefix):]] = value.detach().cpu().contiguous()
     return state
+
+
+def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of the backbone's own layers in `model`: every StagedTrunk, and a last stage a head
+    took over from one (`detach_last_layer`). What a pretrained file initialises; the rest (necks,
+    classifiers, added branches, decoders) is the reID model's own."""
+    seen: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        if isinstance(module, StagedTrunk) or getattr(module, "from_backbone", False):
+            seen.update((id(p), p) for p in module.parameters())
+    return list(seen.values())
 
 
 RESNETS = ("resnet18", "resnet50")
