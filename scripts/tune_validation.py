@@ -123,7 +123,8 @@ def main() -> None:
     if args.epochs > 0:
         shutil.rmtree(args.out, ignore_errors=True)
         result = train(model, dataset, TrainConfig(epochs=args.epochs, p=args.p, k=args.k, lr=args.lr,
-                                                   head_lr_mult=args.head_lr_mult, warmup_epochs=args.warmup, warmup_factor=0.1, step_epochs=args.step,
+                                                   head_lr_mult=args.head_lr_mult, warmup_epochs=args.warmup,
+                                                   warmup_factor=0.1, step_epochs=args.step,
                                                    gamma=0.1, height=size[0], width=size[1], amp=args.amp,
                                                    erasing_p=args.erasing, max_batches_per_epoch=args.max_batches,
                                                    seed=args.seed), args.out)
