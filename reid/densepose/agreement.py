@@ -6,9 +6,9 @@ model, so it measures the lite DensePose on real people where nothing else can:
 - **mask IoU**: the estimator's body (part > 0) against the reference person mask;
 - **keypoint on-body rate**: the share of visible keypoints that fall on a predicted body pixel;
 - **keypoint part agreement**: the share of visible keypoints (and of those on a body pixel) whose
-  predicted part belongs to one of the body groups the keypoint can lie on (a knee on an upper or lower leg, a wrist on a lower arm or
-  hand...). Groups are side-agnostic (reid.parts.PART_GROUPS): left/right and front/back confusions
-  are not counted, a hand labelled torso is.
+  predicted part belongs to one of the body groups the keypoint can lie on (a knee on an upper or lower
+  leg, a wrist on a lower arm or hand...). Groups are side-agnostic (reid.parts.PART_GROUPS): left/right
+  and front/back confusions are not counted, a hand labelled torso is.
 A keypoint counts as on a part when any pixel within `radius` of it carries the part: keypoints sit on
 joints, at the border between two parts, and a crop's labels are 1-2 pixels coarse.
 """

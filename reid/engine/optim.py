@@ -40,9 +40,9 @@ def build_optimizer(model: nn.Module, cfg: OptimSettings, head_lr_mult: float = 
     trainable = [p for p in model.parameters() if p.requires_grad]
     if head_lr_mult == 1.0:
         return torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad)
-    backbone = {id(p) for p in backbone}
-    groups = [{"params": [p for p in trainable if id(p) in backbone], "lr": cfg.lr},
-              {"params": [p for p in trainable if id(p) not in backbone], "lr": cfg.lr * head_lr_mult}]
+    backbone_ids = {id(p) for p in backbone}
+    groups = [{"params": [p for p in trainable if id(p) in backbone_ids], "lr": cfg.lr},
+              {"params": [p for p in trainable if id(p) not in backbone_ids], "lr": cfg.lr * head_lr_mult}]
     return torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay,
                             amsgrad=cfg.amsgrad)
 
